@@ -1,0 +1,48 @@
+# Every target sets itself up from nothing: a virtualenv in .venv with the
+# pinned tools, then a release build of the extension installed into it.
+
+VENV    := .venv
+PY      := $(VENV)/bin/python
+STAMP   := $(VENV)/.setup-stamp
+export VIRTUAL_ENV := $(abspath $(VENV))
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: setup build lint test test-rust test-py demo bench bench-quick fuzz clean
+
+setup: $(STAMP)
+
+$(STAMP): requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+build: setup
+	maturin develop --release --quiet
+
+lint: setup
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets --locked -- -D warnings
+	ruff check python tests bench
+	ruff format --check python tests bench
+
+test-rust:
+	cargo test --workspace --exclude timber-py --locked
+
+test-py: build
+	$(PY) -m mypy.stubtest timber._engine --allowlist stubtest-allowlist.txt
+	$(PY) -m mypy
+	$(PY) -m pytest
+
+test: lint test-rust test-py
+
+demo: build
+	timber demo
+
+bench: build
+	$(PY) bench/run.py
+
+bench-quick: build
+	$(PY) bench/run.py --quick
+
+clean:
+	rm -rf $(VENV) target

@@ -1,0 +1,1 @@
+//! A Timber-compatible ingest server (work in progress).

@@ -1,0 +1,195 @@
+//! Counters of what happened to records, and the rate-limited reports of
+//! failures and drops on stderr.
+//!
+//! The engine never logs through the logging system it serves (that would
+//! feed back into itself): problems go to stderr, at most once a minute per
+//! kind, and the totals once at close.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Why records were dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The buffer was at its byte budget (`drop_extra_events=True`).
+    Full,
+    /// One record larger than a whole request may be.
+    TooLarge,
+    /// The server refused the batch (a 4xx other than 408/429).
+    Rejected,
+    /// Retries went on past `retry_timeout`.
+    RetryTimeout,
+    /// Still undelivered when `shutdown_timeout` ran out.
+    Shutdown,
+    /// The record could not be encoded (a bug: reported).
+    Error,
+}
+
+impl Reason {
+    /// Every reason, in report order.
+    pub const ALL: [Reason; 6] = [
+        Reason::Full,
+        Reason::TooLarge,
+        Reason::Rejected,
+        Reason::RetryTimeout,
+        Reason::Shutdown,
+        Reason::Error,
+    ];
+
+    /// Stable name used in `stats()` and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Reason::Full => "buffer_full",
+            Reason::TooLarge => "too_large",
+            Reason::Rejected => "rejected",
+            Reason::RetryTimeout => "retry_timeout",
+            Reason::Shutdown => "shutdown",
+            Reason::Error => "error",
+        }
+    }
+}
+
+/// Counters shared by the logging threads and the sender threads.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Records accepted into the buffer.
+    pub accepted: AtomicU64,
+    /// Records the server accepted.
+    pub sent: AtomicU64,
+    /// Request bodies sent and accepted, in bytes.
+    pub bytes_sent: AtomicU64,
+    /// Batches accepted by the server.
+    pub batches_sent: AtomicU64,
+    /// Attempts that will be retried.
+    pub retries: AtomicU64,
+    /// Attempts that failed (any reason).
+    pub failed_attempts: AtomicU64,
+    dropped: [AtomicU64; 6],
+}
+
+/// A copy of the counters at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// See [`Stats::accepted`].
+    pub accepted: u64,
+    /// See [`Stats::sent`].
+    pub sent: u64,
+    /// See [`Stats::bytes_sent`].
+    pub bytes_sent: u64,
+    /// See [`Stats::batches_sent`].
+    pub batches_sent: u64,
+    /// See [`Stats::retries`].
+    pub retries: u64,
+    /// See [`Stats::failed_attempts`].
+    pub failed_attempts: u64,
+    /// Dropped records per reason, in [`Reason::ALL`] order.
+    pub dropped: Vec<(&'static str, u64)>,
+}
+
+impl Snapshot {
+    /// All records dropped, whatever the reason.
+    pub fn dropped_total(&self) -> u64 {
+        self.dropped.iter().map(|(_, n)| n).sum()
+    }
+}
+
+impl Stats {
+    /// Counts `n` records dropped for `why`.
+    pub fn drop(&self, why: Reason, n: u64) {
+        self.dropped[why as usize].fetch_add(n, Relaxed);
+    }
+
+    /// Records dropped for `why` so far.
+    pub fn dropped(&self, why: Reason) -> u64 {
+        self.dropped[why as usize].load(Relaxed)
+    }
+
+    /// A copy of every counter.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            accepted: self.accepted.load(Relaxed),
+            sent: self.sent.load(Relaxed),
+            bytes_sent: self.bytes_sent.load(Relaxed),
+            batches_sent: self.batches_sent.load(Relaxed),
+            retries: self.retries.load(Relaxed),
+            failed_attempts: self.failed_attempts.load(Relaxed),
+            dropped: Reason::ALL
+                .iter()
+                .map(|d| (d.name(), self.dropped(*d)))
+                .collect(),
+        }
+    }
+}
+
+/// How often one kind of problem may be reported.
+pub const REPORT_EVERY: Duration = Duration::from_secs(60);
+
+/// Writes problems to stderr, each kind at most once per [`REPORT_EVERY`].
+#[derive(Debug, Default)]
+pub struct Reporter {
+    last: Mutex<[Option<Instant>; 2]>,
+}
+
+/// Kinds of problems, each rate-limited on its own.
+#[derive(Debug, Clone, Copy)]
+pub enum Problem {
+    /// An attempt to deliver failed.
+    Delivery = 0,
+    /// Records were dropped.
+    Dropped = 1,
+}
+
+impl Reporter {
+    /// Reports `message` unless a problem of this kind was reported within
+    /// the last minute. `message` is built only when it will be printed.
+    pub fn report(&self, kind: Problem, message: impl FnOnce() -> String) {
+        let now = Instant::now();
+        {
+            let Ok(mut last) = self.last.lock() else {
+                return;
+            };
+            let slot = &mut last[kind as usize];
+            if slot.is_some_and(|t| now.duration_since(t) < REPORT_EVERY) {
+                return;
+            }
+            *slot = Some(now);
+        }
+        say(&message());
+    }
+}
+
+/// Writes one line to stderr, ignoring errors (stderr may be closed).
+pub fn say(message: &str) {
+    let _ = writeln!(std::io::stderr().lock(), "timber: {message}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_reason() {
+        let s = Stats::default();
+        s.drop(Reason::Full, 3);
+        s.drop(Reason::Shutdown, 2);
+        let snap = s.snapshot();
+        assert_eq!(snap.dropped_total(), 5);
+        assert_eq!(snap.dropped[0], ("buffer_full", 3));
+        assert_eq!(snap.dropped[4], ("shutdown", 2));
+    }
+
+    #[test]
+    fn reports_once_per_interval() {
+        let r = Reporter::default();
+        let mut printed = 0;
+        for _ in 0..5 {
+            r.report(Problem::Dropped, || {
+                printed += 1;
+                String::from("test report, please ignore")
+            });
+        }
+        assert_eq!(printed, 1);
+    }
+}
