@@ -30,6 +30,9 @@ pub struct Config {
     pub retry_timeout: Duration,
     /// Number of sender threads, each with one request in flight.
     pub senders: usize,
+    /// Wait for room when the buffer is full instead of dropping
+    /// (`drop_extra_events=False`).
+    pub block: bool,
 }
 
 /// Invalid configuration, found before anything starts.
@@ -68,6 +71,7 @@ impl Config {
 pub struct Engine {
     shared: Arc<Shared>,
     senders: usize,
+    block: bool,
     started: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
@@ -94,6 +98,7 @@ impl Engine {
                 backoff: Backoff::default(),
             }),
             senders: config.senders,
+            block: config.block,
             started: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
@@ -118,12 +123,16 @@ impl Engine {
     }
 
     /// Buffers one encoded record without waiting; counts it if dropped.
+    /// With `block`, a full buffer is not a drop: [`Push::Full`] tells the
+    /// caller to [`Engine::push_wait`] (after releasing its own locks).
     pub fn push(&self, record: &[u8]) -> Push {
         if !self.started.load(Ordering::Relaxed) {
             self.start();
         }
         let result = self.shared.queue.push(record);
-        self.count(result);
+        if !(self.block && result == Push::Full) {
+            self.count(result);
+        }
         result
     }
 

@@ -1,0 +1,224 @@
+//! `timber._engine.Engine`: one handler's pipeline, as Python sees it.
+
+use crate::context::current;
+use crate::convert::Walker;
+use crate::frame::{write_record, Options};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+use std::cell::Cell;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use timber_core::encode::Msgpack;
+use timber_core::queue::Push;
+use timber_core::stats::Reason;
+use timber_core::transport::Endpoint;
+use timber_core::{Config, Engine, EngineError};
+
+thread_local! {
+    /// Encoding buffer reused across records; taken (not borrowed) so that a
+    /// record logged while encoding another gets a fresh one.
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Seconds from Python into a duration, refusing negatives and NaN.
+pub fn seconds(name: &str, v: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(v)
+        .map_err(|_| PyValueError::new_err(format!("{name} must be a non-negative number of seconds, got {v}")))
+}
+
+fn engine_error(e: EngineError) -> PyErr {
+    match e {
+        EngineError::Invalid(m) => PyValueError::new_err(m),
+    }
+}
+
+/// A handler's pipeline: encodes records on the calling thread and hands
+/// them to the engine's sender threads.
+#[pyclass(name = "Engine", module = "timber._engine", frozen)]
+pub struct PyEngine {
+    engine: Option<Engine>,
+    context: Py<PyAny>,
+    var: Py<PyAny>,
+    options: Options,
+    raise_exceptions: bool,
+    abandoned: AtomicBool,
+}
+
+impl PyEngine {
+    fn engine(&self) -> &Engine {
+        // Only `Drop` takes it out.
+        self.engine.as_ref().expect("engine present until drop")
+    }
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (*, url, api_key, context, buffer_capacity, flush_interval, max_buffer_bytes,
+        drop_extra_events, retry_timeout, timeout, max_in_flight, include_extra_attributes,
+        raise_exceptions))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        url: String,
+        api_key: String,
+        context: &Bound<'_, PyAny>,
+        buffer_capacity: usize,
+        flush_interval: f64,
+        max_buffer_bytes: usize,
+        drop_extra_events: bool,
+        retry_timeout: f64,
+        timeout: f64,
+        max_in_flight: usize,
+        include_extra_attributes: bool,
+        raise_exceptions: bool,
+    ) -> PyResult<Self> {
+        let var = context.getattr(intern!(context.py(), "_var")).map_err(|_| {
+            PyValueError::new_err("context must be a timber.TimberContext")
+        })?;
+        let config = Config {
+            endpoint: Endpoint {
+                url,
+                api_key,
+                timeout: seconds("timeout", timeout)?,
+            },
+            batch_records: buffer_capacity,
+            flush_interval: seconds("flush_interval", flush_interval)?,
+            max_buffer_bytes,
+            block: !drop_extra_events,
+            retry_timeout: seconds("retry_timeout", retry_timeout)?,
+            senders: max_in_flight,
+        };
+        Ok(Self {
+            engine: Some(Engine::new(config).map_err(engine_error)?),
+            context: context.clone().unbind(),
+            var: var.unbind(),
+            options: Options {
+                include_extra_attributes,
+                extras: true,
+            },
+            raise_exceptions,
+            abandoned: AtomicBool::new(false),
+        })
+    }
+
+    /// Encodes a `logging.LogRecord` and buffers it; never waits on the
+    /// network, and waits for room only with `drop_extra_events=False`.
+    fn emit(&self, py: Python<'_>, record: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.abandoned.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let engine = self.engine();
+        let snapshot = current(self.var.bind(py), self.context.bind(py));
+        let mut sink = Msgpack {
+            buf: SCRATCH.take(),
+        };
+        sink.buf.clear();
+        let written = write_record(
+            &mut sink,
+            record,
+            snapshot.as_ref(),
+            self.options,
+            &mut Walker::new(None),
+        );
+        let result = match written {
+            Ok(()) => {
+                let first = engine.push(&sink.buf);
+                if first == Push::Full {
+                    // Only with drop_extra_events=False: wait for room
+                    // without holding the GIL the application needs.
+                    let buf = &sink.buf;
+                    py.detach(|| engine.push_wait(buf));
+                }
+                Ok(())
+            }
+            Err(e) => {
+                engine.drop_records(Reason::Error, 1);
+                if self.raise_exceptions {
+                    Err(e)
+                } else {
+                    Ok(())
+                }
+            }
+        };
+        SCRATCH.set(sink.buf);
+        result
+    }
+
+    /// Sends everything buffered and waits, at most `timeout` seconds, until
+    /// every record emitted before the call is delivered or given up.
+    /// Returns whether that happened in time.
+    fn flush(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let timeout = seconds("timeout", timeout)?;
+        let engine = self.engine();
+        Ok(py.detach(|| engine.flush(timeout)))
+    }
+
+    /// Stops accepting records and delivers what is buffered, for at most
+    /// `timeout` seconds; then stops the sender threads.
+    fn close(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let timeout = seconds("timeout", timeout)?;
+        if self.abandoned.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
+        let engine = self.engine();
+        Ok(py.detach(|| engine.close(timeout)))
+    }
+
+    /// Counters: records accepted, sent, dropped by reason, retries, bytes.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let engine = self.engine();
+        let s = engine.stats();
+        let (held_bytes, held_records) = engine.buffered();
+        let d = PyDict::new(py);
+        d.set_item("accepted", s.accepted)?;
+        d.set_item("sent", s.sent)?;
+        d.set_item("dropped", s.dropped_total())?;
+        let by_reason = PyDict::new(py);
+        for (name, n) in &s.dropped {
+            by_reason.set_item(*name, *n)?;
+        }
+        d.set_item("dropped_by_reason", by_reason)?;
+        d.set_item("retries", s.retries)?;
+        d.set_item("failed_attempts", s.failed_attempts)?;
+        d.set_item("batches_sent", s.batches_sent)?;
+        d.set_item("bytes_sent", s.bytes_sent)?;
+        d.set_item("buffered_records", held_records)?;
+        d.set_item("buffered_bytes", held_bytes)?;
+        Ok(d)
+    }
+
+    /// Records dropped because the buffer was full.
+    #[getter]
+    fn dropcount(&self) -> u64 {
+        self.engine().stats().dropped[0].1
+    }
+
+    /// Whether `close` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.engine().is_closed()
+    }
+
+    /// In a child process after `fork`: forget this engine without touching
+    /// its locks or threads, which belong to the parent.
+    fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Relaxed);
+    }
+}
+
+impl Drop for PyEngine {
+    fn drop(&mut self) {
+        if *self.abandoned.get_mut() {
+            // Its mutexes may have been held by a thread that does not exist
+            // in this process: never touch them.
+            std::mem::forget(self.engine.take());
+        }
+    }
+}
+
+/// Raised only to report a bug in the engine to `raise_exceptions=True`.
+pub fn internal(msg: &str) -> PyErr {
+    PyRuntimeError::new_err(msg.to_owned())
+}

@@ -1,0 +1,49 @@
+"""Type stubs of the Rust extension ``timber._engine``."""
+
+import logging
+from typing import Any, Callable
+
+__version__: str
+
+class Snapshot:
+    def __new__(cls, data: dict[str, Any]) -> Snapshot: ...
+    @property
+    def data(self) -> dict[str, Any]: ...
+
+class Engine:
+    def __new__(
+        cls,
+        *,
+        url: str,
+        api_key: str,
+        context: Any,
+        buffer_capacity: int,
+        flush_interval: float,
+        max_buffer_bytes: int,
+        drop_extra_events: bool,
+        retry_timeout: float,
+        timeout: float,
+        max_in_flight: int,
+        include_extra_attributes: bool,
+        raise_exceptions: bool,
+    ) -> Engine: ...
+    def emit(self, record: logging.LogRecord) -> None: ...
+    def flush(self, timeout: float) -> bool: ...
+    def close(self, timeout: float) -> bool: ...
+    def stats(self) -> dict[str, Any]: ...
+    @property
+    def dropcount(self) -> int: ...
+    @property
+    def closed(self) -> bool: ...
+    def abandon(self) -> None: ...
+
+def format_json(
+    record: logging.LogRecord,
+    context: Any,
+    include_extra_attributes: bool = True,
+    json_default: Callable[[Any], Any] | None = None,
+    extras: bool = True,
+) -> str: ...
+def record_extras(
+    record: logging.LogRecord, include_extra_attributes: bool = True
+) -> list[tuple[str, Any]]: ...

@@ -1,0 +1,67 @@
+"""``TimberFormatter``: each record as one line of JSON, the same frame the
+handler sends, for shipping logs from stdout."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Callable
+
+from timber import _engine
+from timber.context import TimberContext
+
+__all__ = ["Formatter", "TimberFormatter"]
+
+
+class TimberFormatter(logging.Formatter):
+    """Formats records as Timber JSON frames, one object per line.
+
+    ``json_default`` is called for values JSON has no type for, as with
+    ``json.dumps(default=...)``; ``json_encoder`` (a ``json.JSONEncoder``
+    subclass) encodes the frame instead of the built-in encoder. Either takes
+    precedence over timber's own conversion, which still applies when they
+    fail.
+    """
+
+    def __init__(
+        self,
+        context: TimberContext | None = None,
+        json_default: Callable[[Any], Any] | None = None,
+        json_encoder: type[json.JSONEncoder] | None = None,
+        *args: Any,
+        include_extra_attributes: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        from timber import context as default_context
+
+        if context is None:
+            context = default_context
+        if not isinstance(context, TimberContext):
+            raise ValueError(f"context must be a timber.TimberContext, got {type(context).__name__}")
+        self.context = context
+        self.json_default = json_default
+        self.json_encoder = json_encoder
+        self.include_extra_attributes = include_extra_attributes
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.json_encoder is not None:
+            try:
+                return self._format_with_encoder(record, self.json_encoder)
+            except (TypeError, ValueError, RecursionError):
+                pass
+        return _engine.format_json(
+            record, self.context, self.include_extra_attributes, self.json_default
+        )
+
+    def _format_with_encoder(
+        self, record: logging.LogRecord, encoder: type[json.JSONEncoder]
+    ) -> str:
+        base = json.loads(_engine.format_json(record, self.context, extras=False))
+        frame: dict[str, Any] = {k: base.pop(k) for k in ("dt", "level", "message")}
+        frame.update(_engine.record_extras(record, self.include_extra_attributes))
+        frame.update(base)
+        return json.dumps(frame, cls=encoder, default=self.json_default)
+
+
+Formatter = TimberFormatter

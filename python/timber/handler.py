@@ -1,0 +1,182 @@
+"""``TimberHandler``: a :class:`logging.Handler` that ships records to a
+Timber-compatible endpoint.
+
+Each record is encoded once, in Rust, on the logging thread; sender threads
+of the engine batch and send them without the GIL. Nothing here waits on the
+network: ``emit`` only encodes and buffers.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import weakref
+from typing import Any
+
+from timber import _engine
+from timber.context import TimberContext
+
+__all__ = ["DEFAULT_HOST", "TimberHandler"]
+
+DEFAULT_HOST = "https://logs.timber.io"
+DEFAULT_BUFFER_CAPACITY = 1000
+DEFAULT_FLUSH_INTERVAL = 2.0
+DEFAULT_MAX_BUFFER_BYTES = 64 * 1024 * 1024
+
+_live: weakref.WeakSet[TimberHandler] = weakref.WeakSet()
+
+
+def _credential(value: str | None, argument: str, variable: str) -> str:
+    if value is None or value == "":
+        value = os.environ.get(variable, "")
+    if not value:
+        raise ValueError(
+            f"TimberHandler needs {argument}=... or the environment variable {variable}"
+        )
+    if not isinstance(value, str):
+        raise ValueError(f"{argument} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _number(name: str, value: Any, *, integer: bool = False, minimum: float = 0) -> Any:
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+        kind = "an integer" if integer else "a number"
+        raise ValueError(f"{name} must be {kind} >= {minimum}, got {value!r}")
+    return value
+
+
+class TimberHandler(logging.Handler):
+    """Sends log records to Timber (or any endpoint speaking its frames API).
+
+    ``api_key``, ``source_id`` and ``host`` default to the environment
+    variables ``TIMBER_API_KEY``, ``TIMBER_SOURCE_ID`` and ``TIMBER_HOST``.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        source_id: str | None = None,
+        host: str | None = None,
+        buffer_capacity: int = DEFAULT_BUFFER_CAPACITY,
+        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        raise_exceptions: bool = False,
+        drop_extra_events: bool = True,
+        context: TimberContext | None = None,
+        level: int | str = logging.NOTSET,
+        *,
+        include_extra_attributes: bool = True,
+        max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
+        max_in_flight: int = 2,
+        timeout: float = 10.0,
+        retry_timeout: float = 300.0,
+        flush_timeout: float = 10.0,
+        shutdown_timeout: float = 5.0,
+    ) -> None:
+        super().__init__(level=level)
+        from timber import context as default_context
+
+        self.api_key = _credential(api_key, "api_key", "TIMBER_API_KEY")
+        self.source_id = _credential(source_id, "source_id", "TIMBER_SOURCE_ID")
+        self.host = host or os.environ.get("TIMBER_HOST") or DEFAULT_HOST
+        if context is None:
+            context = default_context
+        if not isinstance(context, TimberContext):
+            raise ValueError(f"context must be a timber.TimberContext, got {type(context).__name__}")
+        self.context = context
+        self.buffer_capacity = _number("buffer_capacity", buffer_capacity, integer=True, minimum=1)
+        self.flush_interval = _number("flush_interval", flush_interval)
+        self.raise_exceptions = bool(raise_exceptions)
+        self.drop_extra_events = bool(drop_extra_events)
+        self.include_extra_attributes = bool(include_extra_attributes)
+        self.max_buffer_bytes = _number("max_buffer_bytes", max_buffer_bytes, integer=True)
+        self.max_in_flight = _number("max_in_flight", max_in_flight, integer=True, minimum=1)
+        self.timeout = _number("timeout", timeout)
+        self.retry_timeout = _number("retry_timeout", retry_timeout)
+        self.flush_timeout = _number("flush_timeout", flush_timeout)
+        self.shutdown_timeout = _number("shutdown_timeout", shutdown_timeout)
+        self._engine = self._new_engine()
+        self._emit = self._engine.emit
+        _live.add(self)
+
+    def _new_engine(self) -> _engine.Engine:
+        from urllib.parse import quote
+
+        return _engine.Engine(
+            url=f"{self.host.rstrip('/')}/sources/{quote(self.source_id, safe='')}/frames",
+            api_key=self.api_key,
+            context=self.context,
+            buffer_capacity=self.buffer_capacity,
+            flush_interval=float(self.flush_interval),
+            max_buffer_bytes=self.max_buffer_bytes,
+            drop_extra_events=self.drop_extra_events,
+            retry_timeout=float(self.retry_timeout),
+            timeout=float(self.timeout),
+            max_in_flight=self.max_in_flight,
+            include_extra_attributes=self.include_extra_attributes,
+            raise_exceptions=self.raise_exceptions,
+        )
+
+    def handle(self, record: logging.LogRecord) -> Any:
+        # No handler lock: the engine is thread-safe, and emit never blocks.
+        rv = self.filter(record)
+        if isinstance(rv, logging.LogRecord):
+            record = rv
+        if rv:
+            self._emit(record)
+        return rv
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._emit(record)
+
+    def flush(self) -> None:
+        """Sends what is buffered and waits until every record logged before
+        the call is delivered or given up, for at most ``flush_timeout``."""
+        self._engine.flush(float(self.flush_timeout))
+
+    def close(self) -> None:
+        """Delivers what is buffered (for at most ``shutdown_timeout``) and
+        stops the sender threads. Records logged afterwards are dropped."""
+        try:
+            self._engine.close(float(self.shutdown_timeout))
+        finally:
+            _live.discard(self)
+            super().close()
+
+    @property
+    def dropcount(self) -> int:
+        """Records dropped because the buffer was full."""
+        return self._engine.dropcount
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of what happened to records so far."""
+        return self._engine.stats()
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's buffer, threads and connections stay the parent's: it
+        # sends what it buffered. This process starts afresh.
+        self._engine.abandon()
+        self._engine = self._new_engine()
+        self._emit = self._engine.emit
+
+    def __repr__(self) -> str:
+        level = logging.getLevelName(self.level)
+        return f"<{type(self).__name__} {self.host} source={self.source_id} ({level})>"
+
+
+def _close_all() -> None:
+    for handler in list(_live):
+        handler.close()
+
+
+def _after_fork_in_child() -> None:
+    for handler in list(_live):
+        handler._after_fork_in_child()
+
+
+# Registered after logging's own exit hook, so it runs before it: records
+# already accepted are delivered without an explicit flush().
+atexit.register(_close_all)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
