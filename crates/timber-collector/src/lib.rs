@@ -1,1 +1,106 @@
-//! A Timber-compatible ingest server (work in progress).
+//! A Timber-compatible ingest server for the local machine: `timber collect`.
+//!
+//! ```text
+//!  POST ─▶ server (auth, limits) ─▶ body (decompress, msgpack/JSON → JSON lines) ─▶ store
+//!          401 / 413 / 415           bounded, 400 on bad input                      <out>/<source>.ndjson
+//!                                                                                   then 202
+//! ```
+//!
+//! Every frame is stored as one JSON line, all lines of a request in one
+//! write, before the request is answered. The msgpack decoder and the JSON
+//! writer are the engine's own ([`timber_core::decode`], [`timber_core::encode`]).
+
+pub mod body;
+pub mod config;
+pub mod server;
+pub mod store;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+pub use config::{parse_size, Config};
+use store::Store;
+
+/// Why the collector could not start or stopped with a failure.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The `--listen` value is not `host:port`.
+    #[error("invalid listen address {0:?}: expected host:port, such as 127.0.0.1:8765")]
+    Listen(String),
+    /// `--max-body` of zero.
+    #[error("the body limit must be at least 1 byte")]
+    MaxBody,
+    /// The address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: String,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The output directory could not be created.
+    #[error("cannot write to {dir}: {source}")]
+    Out {
+        /// The directory asked for.
+        dir: PathBuf,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The runtime or the server failed.
+    #[error("collector failed: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the collector until SIGINT or SIGTERM, then finishes the requests in
+/// flight and returns. Prints `timber collect: listening on URL, writing to DIR`
+/// to stdout once it accepts connections.
+pub fn run(config: Config) -> Result<(), Error> {
+    let listen = config.listen.clone();
+    if config.max_body == 0 {
+        return Err(Error::MaxBody);
+    }
+    match listen.rsplit_once(':') {
+        Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
+        _ => return Err(Error::Listen(listen)),
+    }
+    let store = Store::open(&config.out, config.fsync).map_err(|source| Error::Out {
+        dir: config.out.clone(),
+        source,
+    })?;
+    let dir = std::fs::canonicalize(store.dir()).unwrap_or_else(|_| store.dir().to_path_buf());
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("timber-collect")
+        .build()?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(&listen)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: listen.clone(),
+                source,
+            })?;
+        let addr = listener.local_addr()?;
+        let shutdown = server::shutdown_signal()?;
+        let state = Arc::new(server::AppState {
+            store: Arc::new(store),
+            api_key: config.api_key.filter(|k| !k.is_empty()),
+            max_body: config.max_body,
+        });
+        if state.api_key.is_none() && !config.quiet {
+            eprintln!("timber collect: no API key set, accepting every request");
+        }
+        let mut stdout = std::io::stdout().lock();
+        writeln!(
+            stdout,
+            "timber collect: listening on {}, writing to {}",
+            server::url(addr),
+            dir.display()
+        )?;
+        stdout.flush()?;
+        drop(stdout);
+        server::serve(listener, state, shutdown, config.quiet).await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,578 @@
+//! From a request body to stored lines: the content type and encoding are
+//! recognised, the body is decompressed under a size bound, and every frame
+//! becomes one compact JSON line.
+//!
+//! Msgpack is transcoded straight into JSON by the engine's decoder, without a
+//! tree in between; JSON bodies are validated by `serde_json` and re-written
+//! compactly from the original text, which keeps key order and numbers as the
+//! client sent them.
+
+use std::borrow::Cow;
+use std::io::Read;
+
+use serde_json::value::RawValue;
+use timber_core::decode::{split_frames, transcode_one};
+use timber_core::encode::Json;
+
+/// Why a body is refused; each maps to one HTTP status.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BodyError {
+    /// A `Content-Type` the collector does not read (415).
+    #[error("unsupported Content-Type {0:?}: use application/msgpack, application/json or application/x-ndjson")]
+    UnsupportedType(String),
+    /// A `Content-Encoding` the collector does not read (415).
+    #[error("unsupported Content-Encoding {0:?}: use gzip, deflate or zstd")]
+    UnsupportedEncoding(String),
+    /// The body, once decompressed, is larger than the limit (413).
+    #[error("body larger than {0} bytes")]
+    TooLarge(u64),
+    /// The body cannot be read as frames (400).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl BodyError {
+    /// The HTTP status code of this refusal.
+    pub fn status(&self) -> u16 {
+        match self {
+            BodyError::UnsupportedType(_) | BodyError::UnsupportedEncoding(_) => 415,
+            BodyError::TooLarge(_) => 413,
+            BodyError::Invalid(_) => 400,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, BodyError>;
+
+/// How frames are laid out in the body, from its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// An array of maps, or one map.
+    Msgpack,
+    /// An array of objects, or one object.
+    Json,
+    /// One object per line.
+    Ndjson,
+}
+
+impl Format {
+    /// Reads a `Content-Type` header value; parameters such as `charset` are ignored.
+    pub fn parse(content_type: Option<&str>) -> Result<Self> {
+        let Some(value) = content_type else {
+            return Err(BodyError::UnsupportedType(String::new()));
+        };
+        let media = value.split(';').next().unwrap_or("").trim();
+        let known = [
+            ("application/msgpack", Format::Msgpack),
+            ("application/x-msgpack", Format::Msgpack),
+            ("application/json", Format::Json),
+            ("application/x-ndjson", Format::Ndjson),
+            ("application/ndjson", Format::Ndjson),
+        ];
+        known
+            .iter()
+            .find(|(name, _)| media.eq_ignore_ascii_case(name))
+            .map(|(_, format)| *format)
+            .ok_or_else(|| BodyError::UnsupportedType(value.to_owned()))
+    }
+}
+
+/// How the body is compressed, from its `Content-Encoding`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    /// Not compressed.
+    Identity,
+    /// gzip (one or more members).
+    Gzip,
+    /// zlib, or raw deflate as some clients send it.
+    Deflate,
+    /// Zstandard.
+    Zstd,
+}
+
+impl Encoding {
+    /// Reads a `Content-Encoding` header value; absent means not compressed.
+    pub fn parse(content_encoding: Option<&str>) -> Result<Self> {
+        let value = content_encoding.unwrap_or("").trim();
+        let known = [
+            ("", Encoding::Identity),
+            ("identity", Encoding::Identity),
+            ("gzip", Encoding::Gzip),
+            ("x-gzip", Encoding::Gzip),
+            ("deflate", Encoding::Deflate),
+            ("zstd", Encoding::Zstd),
+        ];
+        known
+            .iter()
+            .find(|(name, _)| value.eq_ignore_ascii_case(name))
+            .map(|(_, encoding)| *encoding)
+            .ok_or_else(|| BodyError::UnsupportedEncoding(value.to_owned()))
+    }
+
+    /// The most bytes worth reading off the wire for a decompressed limit of
+    /// `max_body`: compression can expand incompressible data a little.
+    pub fn wire_limit(self, max_body: u64) -> u64 {
+        match self {
+            Encoding::Identity => max_body,
+            _ => max_body.saturating_add(max_body / 64 + 1024),
+        }
+    }
+}
+
+/// The frames of one request, ready to append.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// One JSON object per frame, each followed by `\n`.
+    pub lines: Vec<u8>,
+    /// How many frames `lines` holds.
+    pub frames: usize,
+}
+
+/// Decompresses `raw` and turns its frames into JSON lines.
+pub fn decode(format: Format, encoding: Encoding, raw: &[u8], max_body: u64) -> Result<Batch> {
+    let body = decompress(encoding, raw, max_body)?;
+    if body.is_empty() {
+        return Err(BodyError::Invalid("empty body".into()));
+    }
+    match format {
+        Format::Msgpack => msgpack_lines(&body),
+        Format::Json => json_lines(&body),
+        Format::Ndjson => ndjson_lines(&body),
+    }
+}
+
+/// Decompresses `raw`, refusing output beyond `max_body` bytes without
+/// producing more than one byte past it, so a compression bomb costs at most
+/// `max_body` of memory.
+pub fn decompress(encoding: Encoding, raw: &[u8], max_body: u64) -> Result<Cow<'_, [u8]>> {
+    let out = match encoding {
+        Encoding::Identity => {
+            if raw.len() as u64 > max_body {
+                return Err(BodyError::TooLarge(max_body));
+            }
+            return Ok(Cow::Borrowed(raw));
+        }
+        Encoding::Gzip => bounded(flate2::read::MultiGzDecoder::new(raw), max_body, "gzip")?,
+        Encoding::Deflate if looks_like_zlib(raw) => {
+            bounded(flate2::read::ZlibDecoder::new(raw), max_body, "deflate")?
+        }
+        Encoding::Deflate => bounded(flate2::read::DeflateDecoder::new(raw), max_body, "deflate")?,
+        Encoding::Zstd => {
+            let mut decoder = zstd::stream::read::Decoder::with_buffer(raw)
+                .map_err(|e| BodyError::Invalid(format!("corrupt zstd body: {e}")))?;
+            // The window is memory the decoder allocates up front, whatever the
+            // output: keep it near the size of the largest body accepted.
+            decoder
+                .window_log_max(window_log(max_body))
+                .map_err(|e| BodyError::Invalid(format!("corrupt zstd body: {e}")))?;
+            bounded(decoder, max_body, "zstd")?
+        }
+    };
+    Ok(Cow::Owned(out))
+}
+
+fn bounded(reader: impl Read, max_body: u64, name: &str) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    reader
+        .take(max_body.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| BodyError::Invalid(format!("corrupt {name} body: {e}")))?;
+    if out.len() as u64 > max_body {
+        return Err(BodyError::TooLarge(max_body));
+    }
+    Ok(out)
+}
+
+/// A zlib stream starts with a header whose 16 bits are a multiple of 31 and
+/// whose method is 8; raw deflate almost never does.
+fn looks_like_zlib(raw: &[u8]) -> bool {
+    match raw {
+        [cmf, flg, ..] => cmf & 0x0f == 8 && (u16::from(*cmf) << 8 | u16::from(*flg)) % 31 == 0,
+        _ => false,
+    }
+}
+
+/// Largest zstd window accepted: about the body limit, between 8 MiB (what
+/// streaming encoders use up to level 19) and 128 MiB (zstd's default cap).
+fn window_log(max_body: u64) -> u32 {
+    let needed = 64 - max_body.saturating_sub(1).leading_zeros();
+    needed.clamp(23, 27)
+}
+
+fn msgpack_lines(body: &[u8]) -> Result<Batch> {
+    let invalid = |e| BodyError::Invalid(format!("msgpack body: {e}"));
+    // The split validates every frame, so transcoding below cannot fail on
+    // bad input; it is still checked rather than trusted.
+    let ranges = split_frames(body).map_err(invalid)?;
+    let mut json = Json::new();
+    json.buf.reserve(body.len() * 2);
+    for range in &ranges {
+        let mut rd = &body[range.clone()];
+        transcode_one(&mut rd, &mut json).map_err(invalid)?;
+        json.buf.push(b'\n');
+    }
+    Ok(Batch {
+        lines: json.buf,
+        frames: ranges.len(),
+    })
+}
+
+fn utf8(body: &[u8]) -> Result<&str> {
+    std::str::from_utf8(body).map_err(|e| BodyError::Invalid(format!("body is not UTF-8: {e}")))
+}
+
+fn json_lines(body: &[u8]) -> Result<Batch> {
+    let text = utf8(body)?;
+    let invalid = |e: serde_json::Error| BodyError::Invalid(format!("JSON body: {e}"));
+    let mut batch = Batch {
+        lines: Vec::with_capacity(body.len() + 1),
+        frames: 0,
+    };
+    match text.trim_start().as_bytes().first() {
+        Some(b'[') => {
+            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(invalid)?;
+            for (i, item) in items.iter().enumerate() {
+                push_object(&mut batch, item.get())
+                    .ok_or_else(|| BodyError::Invalid(format!("frame {i} is not an object")))?;
+            }
+        }
+        Some(b'{') => {
+            let item: &RawValue = serde_json::from_str(text).map_err(invalid)?;
+            push_object(&mut batch, item.get())
+                .ok_or_else(|| BodyError::Invalid("frame is not an object".into()))?;
+        }
+        _ => {
+            return Err(BodyError::Invalid(
+                "JSON body is neither an object nor an array of objects".into(),
+            ))
+        }
+    }
+    Ok(batch)
+}
+
+fn ndjson_lines(body: &[u8]) -> Result<Batch> {
+    let text = utf8(body)?;
+    let mut batch = Batch {
+        lines: Vec::with_capacity(body.len() + 1),
+        frames: 0,
+    };
+    for (n, line) in text.split('\n').enumerate() {
+        let line = line.trim_matches([' ', '\t', '\r']);
+        if line.is_empty() {
+            continue;
+        }
+        let item: &RawValue = serde_json::from_str(line)
+            .map_err(|e| BodyError::Invalid(format!("NDJSON line {}: {e}", n + 1)))?;
+        push_object(&mut batch, item.get())
+            .ok_or_else(|| BodyError::Invalid(format!("NDJSON line {} is not an object", n + 1)))?;
+    }
+    Ok(batch)
+}
+
+/// Appends one validated JSON value as a compact line, if it is an object.
+fn push_object(batch: &mut Batch, text: &str) -> Option<()> {
+    let text = text.trim_start();
+    if !text.starts_with('{') {
+        return None;
+    }
+    minify_into(text, &mut batch.lines);
+    batch.lines.push(b'\n');
+    batch.frames += 1;
+    Some(())
+}
+
+/// Copies valid JSON without the whitespace between tokens. Strings cannot
+/// hold a raw newline in valid JSON, so the result is one line.
+fn minify_into(text: &str, out: &mut Vec<u8>) {
+    let mut in_string = false;
+    let mut escaped = false;
+    for &b in text.as_bytes() {
+        if in_string {
+            out.push(b);
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            in_string = b == b'"';
+            out.push(b);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use timber_core::encode::{Msgpack, Sink};
+
+    const MAX: u64 = 1 << 20;
+
+    fn frame<S: Sink>(s: &mut S, i: i64) {
+        s.map(3);
+        s.str("dt");
+        s.str("2019-03-04T03:44:21.221232Z");
+        s.str("message");
+        s.str("hello \"world\"\n");
+        s.str("n");
+        s.int(i);
+    }
+
+    fn expected_line(i: i64) -> String {
+        format!(r#"{{"dt":"2019-03-04T03:44:21.221232Z","message":"hello \"world\"\n","n":{i}}}"#)
+    }
+
+    fn msgpack_batch(n: usize) -> Vec<u8> {
+        let mut m = Msgpack::default();
+        m.array(n);
+        for i in 0..n {
+            frame(&mut m, i as i64);
+        }
+        m.buf
+    }
+
+    fn lines(batch: &Batch) -> Vec<&str> {
+        std::str::from_utf8(&batch.lines).unwrap().lines().collect()
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn zlib(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn raw_deflate(data: &[u8]) -> Vec<u8> {
+        let mut e = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn zstd(data: &[u8]) -> Vec<u8> {
+        zstd::stream::encode_all(data, 3).unwrap()
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(
+            Format::parse(Some("application/msgpack")),
+            Ok(Format::Msgpack)
+        );
+        assert_eq!(
+            Format::parse(Some("application/x-msgpack")),
+            Ok(Format::Msgpack)
+        );
+        assert_eq!(
+            Format::parse(Some("Application/JSON; charset=utf-8")),
+            Ok(Format::Json)
+        );
+        assert_eq!(
+            Format::parse(Some("application/x-ndjson")),
+            Ok(Format::Ndjson)
+        );
+        assert_eq!(
+            Format::parse(Some("application/ndjson")),
+            Ok(Format::Ndjson)
+        );
+        for bad in [None, Some("text/plain"), Some(""), Some("application/xml")] {
+            let err = Format::parse(bad).unwrap_err();
+            assert_eq!(err.status(), 415, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn content_encodings() {
+        assert_eq!(Encoding::parse(None), Ok(Encoding::Identity));
+        assert_eq!(Encoding::parse(Some("identity")), Ok(Encoding::Identity));
+        assert_eq!(Encoding::parse(Some("GZIP")), Ok(Encoding::Gzip));
+        assert_eq!(Encoding::parse(Some("x-gzip")), Ok(Encoding::Gzip));
+        assert_eq!(Encoding::parse(Some("deflate")), Ok(Encoding::Deflate));
+        assert_eq!(Encoding::parse(Some("zstd")), Ok(Encoding::Zstd));
+        for bad in ["br", "gzip, br", "compress"] {
+            assert_eq!(
+                Encoding::parse(Some(bad)).unwrap_err().status(),
+                415,
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn msgpack_array_and_single_map() {
+        let batch = decode(Format::Msgpack, Encoding::Identity, &msgpack_batch(3), MAX).unwrap();
+        assert_eq!(batch.frames, 3);
+        assert_eq!(
+            lines(&batch),
+            [expected_line(0), expected_line(1), expected_line(2)]
+        );
+
+        let mut single = Msgpack::default();
+        frame(&mut single, 7);
+        let batch = decode(Format::Msgpack, Encoding::Identity, &single.buf, MAX).unwrap();
+        assert_eq!(lines(&batch), [expected_line(7)]);
+
+        let empty = decode(Format::Msgpack, Encoding::Identity, &[0x90], MAX).unwrap();
+        assert_eq!(empty, Batch::default());
+    }
+
+    #[test]
+    fn every_encoding_round_trips() {
+        let plain = msgpack_batch(50);
+        for (encoding, body) in [
+            (Encoding::Identity, plain.clone()),
+            (Encoding::Gzip, gzip(&plain)),
+            (Encoding::Deflate, zlib(&plain)),
+            (Encoding::Deflate, raw_deflate(&plain)),
+            (Encoding::Zstd, zstd(&plain)),
+        ] {
+            let batch = decode(Format::Msgpack, encoding, &body, MAX).unwrap();
+            assert_eq!(batch.frames, 50, "{encoding:?}");
+            assert_eq!(lines(&batch)[49], expected_line(49), "{encoding:?}");
+        }
+    }
+
+    #[test]
+    fn concatenated_gzip_members_are_read() {
+        let mut body = gzip(b"{\"a\":1}\n");
+        body.extend(gzip(b"{\"a\":2}\n"));
+        let batch = decode(Format::Ndjson, Encoding::Gzip, &body, MAX).unwrap();
+        assert_eq!(lines(&batch), [r#"{"a":1}"#, r#"{"a":2}"#]);
+    }
+
+    #[test]
+    fn json_object_and_array_are_compacted_in_order() {
+        let body = b"  {\n  \"z\": 1,\n  \"a\": [1, 2.50, \"x y\\\" \"],\n  \"big\": 123456789012345678901234567890\n}\n";
+        let batch = decode(Format::Json, Encoding::Identity, body, MAX).unwrap();
+        assert_eq!(
+            lines(&batch),
+            [r#"{"z":1,"a":[1,2.50,"x y\" "],"big":123456789012345678901234567890}"#]
+        );
+
+        let body = br#"[{"a": 1}, {"b": {"c": null}}]"#;
+        let batch = decode(Format::Json, Encoding::Identity, body, MAX).unwrap();
+        assert_eq!(batch.frames, 2);
+        assert_eq!(lines(&batch), [r#"{"a":1}"#, r#"{"b":{"c":null}}"#]);
+
+        let batch = decode(Format::Json, Encoding::Identity, b"[]", MAX).unwrap();
+        assert_eq!(batch, Batch::default());
+    }
+
+    #[test]
+    fn ndjson_lines_with_blank_lines_and_crlf() {
+        let body = b"{\"a\": 1}\r\n\n  {\"b\":\"c d\"}\n";
+        for encoding in [Encoding::Identity, Encoding::Gzip, Encoding::Zstd] {
+            let raw = match encoding {
+                Encoding::Gzip => gzip(body),
+                Encoding::Zstd => zstd(body),
+                _ => body.to_vec(),
+            };
+            let batch = decode(Format::Ndjson, encoding, &raw, MAX).unwrap();
+            assert_eq!(lines(&batch), [r#"{"a":1}"#, r#"{"b":"c d"}"#]);
+        }
+    }
+
+    fn invalid(format: Format, encoding: Encoding, body: &[u8]) -> String {
+        match decode(format, encoding, body, MAX) {
+            Err(BodyError::Invalid(reason)) => {
+                assert!(!reason.contains('\n'), "{reason}");
+                reason
+            }
+            other => panic!("expected 400 for {body:?}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn garbage_is_refused_with_a_reason() {
+        let good = msgpack_batch(3);
+        for cut in 0..good.len() {
+            invalid(Format::Msgpack, Encoding::Identity, &good[..cut]);
+        }
+        let reason = invalid(Format::Msgpack, Encoding::Identity, &[0x92, 0x01, 0x80]);
+        assert!(reason.contains("not a map"), "{reason}");
+        invalid(Format::Msgpack, Encoding::Identity, &[0xc1]);
+        invalid(Format::Msgpack, Encoding::Identity, b"\xa5hello");
+
+        invalid(Format::Json, Encoding::Identity, b"{\"a\": ");
+        invalid(Format::Json, Encoding::Identity, b"{\"a\": 1} x");
+        invalid(Format::Json, Encoding::Identity, b"42");
+        invalid(Format::Json, Encoding::Identity, b"\xff\xfe");
+        let reason = invalid(Format::Json, Encoding::Identity, b"[{\"a\":1}, 2]");
+        assert!(reason.contains("frame 1"), "{reason}");
+
+        let reason = invalid(Format::Ndjson, Encoding::Identity, b"{\"a\":1}\n[1]\n");
+        assert!(reason.contains("line 2"), "{reason}");
+        invalid(Format::Ndjson, Encoding::Identity, b"{\"a\":1}{\"b\":2}\n");
+        invalid(Format::Ndjson, Encoding::Identity, b"");
+
+        invalid(Format::Msgpack, Encoding::Gzip, b"not gzip at all");
+        invalid(Format::Msgpack, Encoding::Gzip, &gzip(&good)[..20]);
+        invalid(Format::Msgpack, Encoding::Deflate, b"\xff\xff\xff\xff");
+        invalid(Format::Msgpack, Encoding::Zstd, b"not zstd");
+        invalid(Format::Msgpack, Encoding::Zstd, &zstd(&good)[..10]);
+    }
+
+    #[test]
+    fn size_limit_is_counted_after_decompression() {
+        let body = msgpack_batch(10);
+        let n = body.len() as u64;
+        assert!(decode(Format::Msgpack, Encoding::Identity, &body, n).is_ok());
+        assert_eq!(
+            decode(Format::Msgpack, Encoding::Identity, &body, n - 1),
+            Err(BodyError::TooLarge(n - 1))
+        );
+        let packed = gzip(&body);
+        assert!(decode(Format::Msgpack, Encoding::Gzip, &packed, n).is_ok());
+        assert_eq!(
+            decode(Format::Msgpack, Encoding::Gzip, &packed, n - 1),
+            Err(BodyError::TooLarge(n - 1))
+        );
+    }
+
+    #[test]
+    fn compression_bombs_stop_at_the_limit() {
+        // 64 MiB of zeros, written in pieces so the test itself stays small.
+        let zeros = vec![0u8; 1 << 20];
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let mut zl = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        let mut zs = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        for _ in 0..64 {
+            gz.write_all(&zeros).unwrap();
+            zl.write_all(&zeros).unwrap();
+            zs.write_all(&zeros).unwrap();
+        }
+        for (encoding, bomb) in [
+            (Encoding::Gzip, gz.finish().unwrap()),
+            (Encoding::Deflate, zl.finish().unwrap()),
+            (Encoding::Zstd, zs.finish().unwrap()),
+        ] {
+            assert!(bomb.len() < 1 << 20, "{encoding:?}");
+            assert_eq!(
+                decompress(encoding, &bomb, MAX).unwrap_err(),
+                BodyError::TooLarge(MAX),
+                "{encoding:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn wire_limit_leaves_room_for_incompressible_data() {
+        assert_eq!(Encoding::Identity.wire_limit(1000), 1000);
+        assert!(Encoding::Gzip.wire_limit(1000) > 1000);
+        assert_eq!(Encoding::Zstd.wire_limit(u64::MAX), u64::MAX);
+    }
+
+    #[test]
+    fn zstd_window_tracks_the_limit() {
+        assert_eq!(window_log(1), 23);
+        assert_eq!(window_log(10 << 20), 24);
+        assert_eq!(window_log(u64::MAX), 27);
+    }
+}

@@ -1,0 +1,86 @@
+//! What a collector run is given: the address, the output directory, the key
+//! and the limits, plus the parsing of human-written sizes such as `10MiB`.
+
+use std::path::PathBuf;
+
+/// Default `--listen` address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
+/// Default `--out` directory.
+pub const DEFAULT_OUT: &str = "./timber-logs";
+/// Default `--max-body`: 10 MiB, counted after decompression.
+pub const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
+
+/// Settings of one collector run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `host:port` to listen on; port 0 picks a free one.
+    pub listen: String,
+    /// Directory that receives one `<source_id>.ndjson` per source.
+    pub out: PathBuf,
+    /// Bearer token every request must carry; `None` accepts all requests.
+    pub api_key: Option<String>,
+    /// Largest body accepted, in bytes, after decompression.
+    pub max_body: u64,
+    /// Sync each file to disk before answering.
+    pub fsync: bool,
+    /// Print nothing to stderr (the listening line still goes to stdout).
+    pub quiet: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.to_owned(),
+            out: PathBuf::from(DEFAULT_OUT),
+            api_key: None,
+            max_body: DEFAULT_MAX_BODY,
+            fsync: false,
+            quiet: false,
+        }
+    }
+}
+
+/// Parses a size such as `10MiB`, `1MB`, `512KiB`, `4k` or `1048576` into bytes.
+///
+/// Decimal units (`kB`, `MB`, `GB`) are powers of 1000, binary units (`KiB`,
+/// `MiB`, `GiB`) and single letters (`k`, `M`, `G`) are powers of 1024.
+pub fn parse_size(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let n: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "kb" => 1000,
+        "mb" => 1000 * 1000,
+        "gb" => 1000 * 1000 * 1000,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10MiB"), Some(10 * 1024 * 1024));
+        assert_eq!(parse_size("1MB"), Some(1_000_000));
+        assert_eq!(parse_size("512KiB"), Some(512 * 1024));
+        assert_eq!(parse_size("512 kib"), Some(512 * 1024));
+        assert_eq!(parse_size("4k"), Some(4096));
+        assert_eq!(parse_size("123"), Some(123));
+        assert_eq!(parse_size("123B"), Some(123));
+        assert_eq!(parse_size(""), None);
+        assert_eq!(parse_size("MiB"), None);
+        assert_eq!(parse_size("1.5MiB"), None);
+        assert_eq!(parse_size("10 parsecs"), None);
+        assert_eq!(parse_size("99999999999999GiB"), None);
+    }
+}
