@@ -29,7 +29,7 @@ test-rust:
 	cargo test --workspace --exclude timber-py --locked
 
 test-py: build
-	$(PY) -m mypy.stubtest timber._engine --allowlist stubtest-allowlist.txt
+	$(PY) -m mypy.stubtest timber._engine
 	$(PY) -m mypy
 	$(PY) -m pytest
 

@@ -1,15 +1,19 @@
 """Type stubs of the Rust extension ``timber._engine``."""
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any, final
 
+__all__ = ["Engine", "Snapshot", "__version__", "format_json", "record_extras"]
 __version__: str
 
+@final
 class Snapshot:
     def __new__(cls, data: dict[str, Any]) -> Snapshot: ...
     @property
     def data(self) -> dict[str, Any]: ...
 
+@final
 class Engine:
     def __new__(
         cls,

@@ -117,4 +117,6 @@ class _Block:
         except ValueError:
             # Exited in another context than it was entered in (a generator
             # resumed elsewhere): restore what it replaced there.
-            self._context._var.set(token.old_value if token.old_value is not Token.MISSING else None)
+            self._context._var.set(
+                token.old_value if token.old_value is not Token.MISSING else None
+            )

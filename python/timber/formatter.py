@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from timber import _engine
 from timber.context import TimberContext
@@ -38,7 +39,9 @@ class TimberFormatter(logging.Formatter):
         if context is None:
             context = default_context
         if not isinstance(context, TimberContext):
-            raise ValueError(f"context must be a timber.TimberContext, got {type(context).__name__}")
+            raise ValueError(
+                f"context must be a timber.TimberContext, got {type(context).__name__}"
+            )
         self.context = context
         self.json_default = json_default
         self.json_encoder = json_encoder

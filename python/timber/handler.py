@@ -83,7 +83,9 @@ class TimberHandler(logging.Handler):
         if context is None:
             context = default_context
         if not isinstance(context, TimberContext):
-            raise ValueError(f"context must be a timber.TimberContext, got {type(context).__name__}")
+            raise ValueError(
+                f"context must be a timber.TimberContext, got {type(context).__name__}"
+            )
         self.context = context
         self.buffer_capacity = _number("buffer_capacity", buffer_capacity, integer=True, minimum=1)
         self.flush_interval = _number("flush_interval", flush_interval)

@@ -48,7 +48,9 @@ fn take<'a>(rd: &mut &'a [u8], n: usize) -> Result<&'a [u8]> {
 }
 
 fn be(rd: &mut &[u8], n: usize) -> Result<u64> {
-    Ok(take(rd, n)?.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
+    Ok(take(rd, n)?
+        .iter()
+        .fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
 }
 
 /// The shape of the next value, read from its marker.
@@ -120,11 +122,7 @@ fn head<'a>(rd: &mut &'a [u8]) -> Result<Head<'a>> {
     })
 }
 
-fn sized<'a>(
-    rd: &mut &'a [u8],
-    width: usize,
-    wrap: fn(&'a [u8]) -> Head<'a>,
-) -> Result<Head<'a>> {
+fn sized<'a>(rd: &mut &'a [u8], width: usize, wrap: fn(&'a [u8]) -> Head<'a>) -> Result<Head<'a>> {
     let n = be(rd, width)? as usize;
     Ok(wrap(take(rd, n)?))
 }
@@ -304,7 +302,11 @@ mod tests {
         m.int(300);
         m.float(1.5);
         for cut in 0..m.buf.len() {
-            assert_eq!(json_of(&m.buf[..cut]), Err(DecodeError::Truncated), "cut {cut}");
+            assert_eq!(
+                json_of(&m.buf[..cut]),
+                Err(DecodeError::Truncated),
+                "cut {cut}"
+            );
         }
         assert_eq!(
             json_of(&m.buf).unwrap(),

@@ -76,6 +76,7 @@ struct State {
     held_bytes: usize,
     next_seq: u64,
     unsettled: BTreeSet<u64>,
+    in_flight_records: usize,
     closing: bool,
     aborted: bool,
 }
@@ -134,6 +135,7 @@ impl Queue {
                 held_bytes: MAX_ARRAY_HEADER,
                 next_seq: 0,
                 unsettled: BTreeSet::new(),
+                in_flight_records: 0,
                 closing: false,
                 aborted: false,
             }),
@@ -224,6 +226,7 @@ impl Queue {
                 return None;
             }
             if let Some(b) = st.ready.pop_front() {
+                st.in_flight_records += b.count;
                 return Some(b);
             }
             let due = st
@@ -253,6 +256,7 @@ impl Queue {
         let mut st = self.lock();
         st.held_bytes -= batch.held();
         st.unsettled.remove(&batch.first_seq);
+        st.in_flight_records -= batch.count;
         drop(st);
         self.settled.notify_all();
     }
@@ -308,13 +312,14 @@ impl Queue {
     }
 
     /// Stops senders as soon as possible: pending waits end, nothing more is
-    /// taken. Returns the number of records never settled.
+    /// taken. Returns the number of records not settled, ready or in flight;
+    /// senders do not count those again.
     pub fn abort(&self) -> u64 {
         let mut st = self.lock();
         st.aborted = true;
         st.closing = true;
         st.seal();
-        let mut pending = 0;
+        let mut pending = st.in_flight_records as u64;
         while let Some(b) = st.ready.pop_front() {
             pending += b.count as u64;
             st.held_bytes -= b.held();
@@ -337,7 +342,11 @@ impl Queue {
             if st.aborted {
                 return false;
             }
-            let limit = if st.closing { wait.min(CLOSING_PAUSE) } else { wait };
+            let limit = if st.closing {
+                wait.min(CLOSING_PAUSE)
+            } else {
+                wait
+            };
             let left = limit.saturating_sub(start.elapsed());
             if left.is_zero() {
                 return true;
@@ -379,7 +388,9 @@ mod tests {
     fn decode(batch: &Batch) -> Vec<u64> {
         let mut rd = batch.body();
         let n = rmp::decode::read_array_len(&mut rd).unwrap();
-        (0..n).map(|_| rmp::decode::read_int(&mut rd).unwrap()).collect()
+        (0..n)
+            .map(|_| rmp::decode::read_int(&mut rd).unwrap())
+            .collect()
     }
 
     fn rec(i: u64) -> Vec<u8> {
@@ -491,7 +502,7 @@ mod tests {
         q.push(&rec(1));
         q.push(&rec(2));
         let first = q.next_batch().unwrap();
-        assert_eq!(q.abort(), 1);
+        assert_eq!(q.abort(), 2);
         assert!(q.next_batch().is_none());
         assert!(!q.pause(Duration::from_secs(10)));
         assert!(!q.drain(Instant::now() + Duration::from_secs(10)));
@@ -530,7 +541,9 @@ mod tests {
                 }
                 match q.push(&rec(i)) {
                     Push::Accepted => accepted.push(i),
-                    Push::Full => assert!(q.held().0 + rec(i).len() + MAX_ARRAY_HEADER > lim.max_bytes),
+                    Push::Full => {
+                        assert!(q.held().0 + rec(i).len() + MAX_ARRAY_HEADER > lim.max_bytes)
+                    }
                     other => panic!("round {round}: {other:?}"),
                 }
                 assert!(q.held().0 <= lim.max_bytes, "round {round}");

@@ -119,7 +119,12 @@ impl Frame<'_> {
 
     /// Writes `error` (if any) and `context`, with the custom context entries
     /// after `runtime` and `system`.
-    pub fn end<S: Sink>(&self, sink: &mut S, error: Option<&ErrorInfo>, custom: &[(Box<str>, Value)]) {
+    pub fn end<S: Sink>(
+        &self,
+        sink: &mut S,
+        error: Option<&ErrorInfo>,
+        custom: &[(Box<str>, Value)],
+    ) {
         if let Some(e) = error {
             sink.str("error");
             e.write(sink);
@@ -292,7 +297,10 @@ mod tests {
         j.map(1);
         j.str("id");
         j.int(1234);
-        let user = vec![("user".into(), Value::Map(vec![("id".into(), Value::Int(123))]))];
+        let user = vec![(
+            "user".into(),
+            Value::Map(vec![("id".into(), Value::Int(123))]),
+        )];
         frame.end(&mut j, None, &user);
         assert!(j.is_complete());
         assert_eq!(

@@ -18,7 +18,11 @@ pub struct Endpoint {
 
 /// Builds the Timber frames URL for a host and a source.
 pub fn frames_url(host: &str, source_id: &str) -> String {
-    format!("{}/sources/{}/frames", host.trim_end_matches('/'), source_id)
+    format!(
+        "{}/sources/{}/frames",
+        host.trim_end_matches('/'),
+        source_id
+    )
 }
 
 /// A connection pool bound to one endpoint.

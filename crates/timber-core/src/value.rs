@@ -156,7 +156,8 @@ impl Sink for Builder {
         if len == 0 {
             self.push(Value::Array(Vec::new()));
         } else {
-            self.stack.push(Partial::Array(Vec::with_capacity(len), len));
+            self.stack
+                .push(Partial::Array(Vec::with_capacity(len), len));
         }
     }
     fn map(&mut self, len: usize) {

@@ -49,7 +49,9 @@ fn deliver(shared: &Shared, transport: &Transport, batch: &Batch, jitter: &mut J
         if verdict == Verdict::Delivered {
             stats.sent.fetch_add(count, Relaxed);
             stats.batches_sent.fetch_add(1, Relaxed);
-            stats.bytes_sent.fetch_add(batch.body().len() as u64, Relaxed);
+            stats
+                .bytes_sent
+                .fetch_add(batch.body().len() as u64, Relaxed);
             return;
         }
         stats.failed_attempts.fetch_add(1, Relaxed);
@@ -82,7 +84,7 @@ fn deliver(shared: &Shared, transport: &Transport, batch: &Batch, jitter: &mut J
             )
         });
         if !shared.queue.pause(wait) {
-            stats.drop(Reason::Shutdown, count);
+            // Aborted at close, which counted this batch as dropped.
             return;
         }
     }

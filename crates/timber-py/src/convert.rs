@@ -69,10 +69,9 @@ impl<'a, 'py> Walker<'a, 'py> {
             });
         } else if obj.is_instance_of::<PySet>() || obj.is_instance_of::<PyFrozenSet>() {
             self.container(sink, obj, |w, sink| {
-                let items: Vec<_> = obj.try_iter().map_or_else(
-                    |_| Vec::new(),
-                    |it| it.filter_map(Result::ok).collect(),
-                );
+                let items: Vec<_> = obj
+                    .try_iter()
+                    .map_or_else(|_| Vec::new(), |it| it.filter_map(Result::ok).collect());
                 w.sequence(sink, &items);
             });
         } else if let Ok(s) = obj.cast::<PyString>() {

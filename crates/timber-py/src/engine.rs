@@ -24,8 +24,11 @@ thread_local! {
 
 /// Seconds from Python into a duration, refusing negatives and NaN.
 pub fn seconds(name: &str, v: f64) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(v)
-        .map_err(|_| PyValueError::new_err(format!("{name} must be a non-negative number of seconds, got {v}")))
+    Duration::try_from_secs_f64(v).map_err(|_| {
+        PyValueError::new_err(format!(
+            "{name} must be a non-negative number of seconds, got {v}"
+        ))
+    })
 }
 
 fn engine_error(e: EngineError) -> PyErr {
@@ -74,9 +77,9 @@ impl PyEngine {
         include_extra_attributes: bool,
         raise_exceptions: bool,
     ) -> PyResult<Self> {
-        let var = context.getattr(intern!(context.py(), "_var")).map_err(|_| {
-            PyValueError::new_err("context must be a timber.TimberContext")
-        })?;
+        let var = context
+            .getattr(intern!(context.py(), "_var"))
+            .map_err(|_| PyValueError::new_err("context must be a timber.TimberContext"))?;
         let config = Config {
             endpoint: Endpoint {
                 url,

@@ -101,7 +101,9 @@ fn is_standard(key: &str) -> bool {
 
 fn read<'py>(record: &Bound<'py, PyAny>, include_extra_attributes: bool) -> PyResult<Parts<'py>> {
     let py = record.py();
-    let dict = record.getattr(intern!(py, "__dict__"))?.cast_into::<PyDict>()?;
+    let dict = record
+        .getattr(intern!(py, "__dict__"))?
+        .cast_into::<PyDict>()?;
     let mut parts = Parts {
         created: None,
         pid: None,
@@ -249,7 +251,10 @@ fn message<'a>(
         Ok(m) => Cow::Owned(text(&m).into_owned()),
         Err(e) => {
             let msg = msg.map(text_of).unwrap_or_default();
-            let args = args.map(|a| a.repr().map_or_else(|_| text_of(a), |r| str_text(&r).into_owned()));
+            let args = args.map(|a| {
+                a.repr()
+                    .map_or_else(|_| text_of(a), |r| str_text(&r).into_owned())
+            });
             Cow::Owned(format!(
                 "{msg} (message formatting failed: {}; args: {})",
                 text_of(e.value(record.py())),

@@ -1,0 +1,122 @@
+"""A scripted Timber endpoint on 127.0.0.1 for fault injection: answers each
+request with the next step of a script (a status, a hang, a dropped
+connection), then 202; decodes every body with the reference msgpack."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import msgpack
+
+
+@dataclass
+class Request:
+    path: str
+    headers: dict[str, str]
+    frames: list[dict[str, Any]]
+    status: int | str
+    size: int
+
+
+@dataclass
+class Step:
+    """One scripted answer: an HTTP status (with an optional Retry-After),
+    ``"hang"`` (answer nothing for ``seconds``), or ``"reset"`` (close the
+    connection without answering)."""
+
+    status: int | str
+    retry_after: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class FaultServer:
+    script: list[Step | int] = field(default_factory=list)
+    requests: list[Request] = field(default_factory=list)
+    port_wanted: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Condition()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                step = server._next_step()
+                frames = msgpack.unpackb(body, raw=False) if step.status == 202 else []
+                with server._lock:
+                    server.requests.append(
+                        Request(
+                            self.path,
+                            {k.lower(): v for k, v in self.headers.items()},
+                            frames,
+                            step.status,
+                            len(body),
+                        )
+                    )
+                    server._lock.notify_all()
+                if step.status == "hang":
+                    time.sleep(step.seconds)
+                    self.close_connection = True
+                    return
+                if step.status == "reset":
+                    self.close_connection = True
+                    return
+                self.send_response(int(step.status))
+                if step.retry_after is not None:
+                    self.send_header("Retry-After", step.retry_after)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port_wanted), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def _next_step(self) -> Step:
+        with self._lock:
+            if not self.script:
+                return Step(202)
+            step = self.script.pop(0)
+        return step if isinstance(step, Step) else Step(step)
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    @property
+    def host(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def frames(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [f for r in self.requests for f in r.frames]
+
+    def wait_for_frames(self, n: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while sum(len(r.frames) for r in self.requests) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._lock.wait(left)
+        return self.frames
+
+    def add_script(self, steps: Iterable[Step | int]) -> None:
+        with self._lock:
+            self.script.extend(steps)
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()

@@ -1,0 +1,233 @@
+"""The frame: the seed's shape, the same from the handler (msgpack) and the
+formatter (JSON), and values JSON cannot hold never losing their record."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import timber
+from fault_server import FaultServer
+
+DT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    s = FaultServer()
+    yield s
+    s.close()
+
+
+def make_record(
+    msg: str = "hello %s",
+    args: Any = ("world",),
+    level: int = logging.INFO,
+    extra: dict[str, Any] | None = None,
+    exc_info: Any = None,
+) -> logging.LogRecord:
+    logger = logging.getLogger("frame.test")
+    return logger.makeRecord(
+        "frame.test", level, "/src/app/file.py", 23, msg, args, exc_info, "myFunc", extra
+    )
+
+
+def ship(server: FaultServer, *records: logging.LogRecord, **kw: Any) -> list[dict[str, Any]]:
+    h = timber.TimberHandler(api_key="k", source_id="s", host=server.host, **kw)
+    for r in records:
+        h.handle(r)
+    h.flush()
+    h.close()
+    return server.wait_for_frames(len(records))
+
+
+def test_seed_example_produces_the_documented_frame(server: FaultServer) -> None:
+    logger = logging.getLogger("logger")
+    logger.setLevel(logging.INFO)
+    handler = timber.TimberHandler(source_id="YOUR_SOURCE_ID", api_key="KEY", host=server.host)
+    logger.addHandler(handler)
+    try:
+
+        def myFunc() -> None:
+            with timber.context(user={"id": 123}):
+                logger.info(
+                    "Order #1234 placed, total: $520.23",
+                    extra={"order_placed": {"id": 1234, "total": 520.23}},
+                )
+
+        myFunc()
+        handler.flush()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
+    [frame] = server.wait_for_frames(1)
+    assert list(frame) == ["dt", "level", "message", "order_placed", "context"]
+    assert DT.match(frame["dt"])
+    assert frame["level"] == "info"
+    assert frame["message"] == "Order #1234 placed, total: $520.23"
+    assert frame["order_placed"] == {"id": 1234, "total": 520.23}
+    ctx = frame["context"]
+    assert list(ctx) == ["runtime", "system", "user"]
+    runtime = ctx["runtime"]
+    assert runtime["function"] == "myFunc"
+    assert runtime["file"] == "test_frame.py"
+    assert isinstance(runtime["line"], int)
+    assert isinstance(runtime["thread_id"], str) and runtime["thread_id"].isdigit()
+    assert runtime["thread_name"] == "MainThread"
+    assert runtime["logger_name"] == "logger"
+    assert set(ctx["system"]) == {"pid", "process_name", "hostname"}
+    assert ctx["user"] == {"id": 123}
+    [req] = server.requests
+    assert req.path == "/sources/YOUR_SOURCE_ID/frames"
+    assert req.headers["authorization"] == "Bearer KEY"
+    assert req.headers["content-type"] == "application/msgpack"
+
+
+def test_handler_and_formatter_produce_the_same_frame(server: FaultServer) -> None:
+    class Odd:
+        def __str__(self) -> str:
+            return "odd!"
+
+    cyclic: dict[str, Any] = {"name": "loop"}
+    cyclic["self"] = cyclic
+    record = make_record(
+        extra={
+            "event": {"when": datetime.datetime(2020, 1, 2, 3, 4, 5), "tags": {"b"}},
+            "values": [b"\xffok", (1, 2), float("nan"), float("-inf"), 2**70, "\udc80", Odd()],
+            "cyclic": cyclic,
+            "plain": 5,
+        }
+    )
+    with timber.context(request={"id": "r1"}):
+        text = timber.Formatter().format(record)
+        [shipped] = ship(server, record)
+    formatted = json.loads(text)
+    assert formatted == shipped
+    assert "\n" not in text
+    assert formatted["event"] == {"when": "2020-01-02T03:04:05", "tags": ["b"]}
+    assert formatted["values"] == [
+        "\\xffok",
+        [1, 2],
+        "NaN",
+        "-Infinity",
+        str(2**70),
+        "\\udc80",
+        "odd!",
+    ]
+    assert formatted["cyclic"] == {"name": "loop", "self": "<cycle>"}
+    assert formatted["plain"] == 5
+    assert formatted["context"]["request"] == {"id": "r1"}
+
+
+def test_deep_nesting_is_cut_with_a_marker() -> None:
+    deep: Any = "bottom"
+    for _ in range(100):
+        deep = [deep]
+    frame = json.loads(timber.Formatter().format(make_record(extra={"deep": deep})))
+    text = json.dumps(frame["deep"])
+    assert "<too deep>" in text
+    assert "bottom" not in text
+
+
+def test_levels_including_custom_names() -> None:
+    logging.addLevelName(25, "NOTICE")
+    names = {}
+    for level in (logging.DEBUG, logging.INFO, 25, logging.WARNING, logging.ERROR, 50, 7):
+        names[level] = json.loads(timber.Formatter().format(make_record(level=level)))["level"]
+    assert names == {
+        10: "debug",
+        20: "info",
+        25: "notice",
+        30: "warn",
+        40: "error",
+        50: "critical",
+        7: "level 7",
+    }
+
+
+def test_exception_becomes_structured_error() -> None:
+    def inner() -> None:
+        raise KeyError("missing")
+
+    try:
+        inner()
+    except KeyError:
+        record = make_record(msg="lookup failed", args=(), exc_info=sys.exc_info())
+    frame = json.loads(timber.Formatter().format(record))
+    assert frame["message"] == "lookup failed"
+    error = frame["error"]
+    assert error["name"] == "KeyError"
+    assert error["message"] == "'missing'"
+    assert [f["function"] for f in error["backtrace"]] == [
+        "test_exception_becomes_structured_error",
+        "inner",
+    ]
+    assert all(f["file"].endswith("test_frame.py") for f in error["backtrace"])
+    assert list(frame)[-2:] == ["error", "context"]
+
+
+def test_extras_named_like_frame_fields_do_not_overwrite_them() -> None:
+    frame = json.loads(
+        timber.Formatter().format(make_record(extra={"level": {"x": 1}, "dt": "never"}))
+    )
+    assert frame["level"] == "info"
+    assert frame["extra_level"] == {"x": 1}
+    assert frame["extra_dt"] == "never"
+
+
+def test_include_extra_attributes_false_keeps_only_dict_extras(server: FaultServer) -> None:
+    record = make_record(extra={"event": {"id": 1}, "user_id": 7})
+    [frame] = ship(server, record, include_extra_attributes=False)
+    assert frame["event"] == {"id": 1}
+    assert "user_id" not in frame
+
+
+def test_bad_format_arguments_still_send_the_record(server: FaultServer) -> None:
+    record = make_record(msg="%d items", args=("many",))
+    [frame] = ship(server, record)
+    assert frame["message"].startswith("%d items (message formatting failed:")
+    assert "'many'" in frame["message"]
+
+
+def test_json_default_and_encoder_take_precedence() -> None:
+    class Money:
+        def __init__(self, cents: int) -> None:
+            self.cents = cents
+
+    def default(o: Any) -> Any:
+        if isinstance(o, Money):
+            return {"cents": o.cents}
+        raise TypeError
+
+    record = make_record(extra={"price": Money(520), "when": datetime.date(2020, 1, 1)})
+    frame = json.loads(timber.Formatter(json_default=default).format(record))
+    assert frame["price"] == {"cents": 520}
+    assert frame["when"] == "2020-01-01"
+
+    class Encoder(json.JSONEncoder):
+        def default(self, o: Any) -> Any:
+            if isinstance(o, Money):
+                return f"${o.cents / 100:.2f}"
+            if isinstance(o, datetime.date):
+                return "a date"
+            return super().default(o)
+
+    frame = json.loads(timber.Formatter(json_encoder=Encoder).format(record))
+    assert frame["price"] == "$5.20"
+    assert frame["when"] == "a date"
+    assert list(frame)[:5] == ["dt", "level", "message", "price", "when"]
+
+    class Failing(json.JSONEncoder):
+        pass
+
+    # An encoder that cannot encode a value falls back to timber's conversion.
+    frame = json.loads(timber.Formatter(json_encoder=Failing).format(record))
+    assert frame["when"] == "2020-01-01"
+    assert frame["price"].startswith("<")

@@ -1,0 +1,159 @@
+"""Process lifecycle in real subprocesses: delivery at exit without flush(),
+bounded exit when the endpoint is down or hangs, and fork."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+
+import pytest
+
+import timber
+from fault_server import FaultServer, Step
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    s = FaultServer()
+    yield s
+    s.close()
+
+
+def run(code: str, host: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "TIMBER_HOST": host, "TIMBER_API_KEY": "k", "TIMBER_SOURCE_ID": "s"}
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_records_logged_just_before_exit_all_arrive(server: FaultServer) -> None:
+    proc = run(
+        """
+        import logging, timber
+        log = logging.getLogger("exit")
+        log.setLevel(logging.INFO)
+        log.addHandler(timber.TimberHandler(flush_interval=60))
+        for i in range(5000):
+            log.info("bye %d", i, extra={"i": i})
+        """,
+        server.host,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(f["i"] for f in server.frames) == list(range(5000))
+    assert proc.stderr == ""
+
+
+def test_logging_shutdown_delivers_without_atexit(server: FaultServer) -> None:
+    proc = run(
+        """
+        import logging, os, timber
+        log = logging.getLogger("shutdown")
+        log.setLevel(logging.INFO)
+        log.addHandler(timber.TimberHandler(flush_interval=60))
+        for i in range(300):
+            log.info("r", extra={"i": i})
+        logging.shutdown()
+        os._exit(0)
+        """,
+        server.host,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert len(server.frames) == 300
+
+
+def test_exit_is_bounded_when_the_endpoint_hangs(server: FaultServer) -> None:
+    server.add_script([Step("hang", seconds=60)] * 10)
+    proc = run(
+        """
+        import logging, timber
+        log = logging.getLogger("hang")
+        log.addHandler(timber.TimberHandler(shutdown_timeout=1, timeout=30))
+        log.warning("never delivered")
+        """,
+        server.host,
+        timeout=30,
+    )
+    assert proc.returncode == 0
+    assert "1 of 1 records were not delivered" in proc.stderr
+    assert "k" not in proc.stderr.split("timber:")[-1].split()  # the key is never printed
+
+
+def test_exit_is_bounded_when_the_endpoint_is_down() -> None:
+    proc = run(
+        """
+        import logging, timber
+        log = logging.getLogger("down")
+        log.addHandler(timber.TimberHandler(shutdown_timeout=1))
+        for i in range(10):
+            log.error("lost %d", i)
+        """,
+        "http://127.0.0.1:9",
+        timeout=30,
+    )
+    assert proc.returncode == 0
+    assert "10 of 10 records were not delivered" in proc.stderr
+    assert proc.stderr.count("delivery to") <= 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")
+def test_forked_child_delivers_and_parent_records_are_sent_once(server: FaultServer) -> None:
+    proc = run(
+        """
+        import logging, os, timber
+        log = logging.getLogger("fork")
+        log.setLevel(logging.INFO)
+        h = timber.TimberHandler(flush_interval=60)
+        log.addHandler(h)
+        for i in range(50):
+            log.info("parent before fork", extra={"who": "parent", "i": i})
+        pid = os.fork()
+        if pid == 0:
+            for i in range(100):
+                log.info("child", extra={"who": "child", "i": i})
+            h.flush()
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        assert status == 0
+        for i in range(50, 60):
+            log.info("parent after fork", extra={"who": "parent", "i": i})
+        """,
+        server.host,
+    )
+    assert proc.returncode == 0, proc.stderr
+    frames = server.frames
+    child = sorted(f["i"] for f in frames if f["who"] == "child")
+    parent = sorted(f["i"] for f in frames if f["who"] == "parent")
+    assert child == list(range(100))
+    assert parent == list(range(60))
+    child_pids = {f["context"]["system"]["pid"] for f in frames if f["who"] == "child"}
+    parent_pids = {f["context"]["system"]["pid"] for f in frames if f["who"] == "parent"}
+    assert len(child_pids) == 1 and len(parent_pids) == 1 and child_pids != parent_pids
+
+
+def test_engine_module_has_no_tokio_threads_when_logging(server: FaultServer) -> None:
+    proc = run(
+        """
+        import logging, os, timber
+        log = logging.getLogger("threads")
+        h = timber.TimberHandler(max_in_flight=2)
+        log.addHandler(h)
+        log.warning("one")
+        h.flush()
+        names = sorted(open(f"/proc/self/task/{t}/comm").read().strip()
+                       for t in os.listdir("/proc/self/task"))
+        print(",".join(names))
+        """,
+        server.host,
+    )
+    assert proc.returncode == 0, proc.stderr
+    names = proc.stdout.strip().split(",")
+    assert not [n for n in names if "tokio" in n]
+    assert names.count("timber-sender-0") == 1
+    assert timber.__version__
