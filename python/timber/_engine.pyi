@@ -4,7 +4,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, final
 
-__all__ = ["Engine", "Snapshot", "__version__", "format_json", "record_extras"]
+__all__ = ["Engine", "Snapshot", "__version__", "collect", "format_json", "record_extras"]
 __version__: str
 
 @final
@@ -51,3 +51,11 @@ def format_json(
 def record_extras(
     record: logging.LogRecord, include_extra_attributes: bool = True
 ) -> list[tuple[str, Any]]: ...
+def collect(
+    listen: str,
+    out: str,
+    api_key: str | None = None,
+    max_body: int = 10485760,
+    fsync: bool = False,
+    quiet: bool = False,
+) -> None: ...

@@ -2,6 +2,7 @@
 //! engine. It converts Python values, releases the GIL around waits, and maps
 //! errors; the logic lives in `timber-core`.
 
+mod collect;
 mod context;
 mod convert;
 mod engine;
@@ -60,6 +61,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<context::PySnapshot>()?;
     m.add_function(wrap_pyfunction!(format_json, m)?)?;
     m.add_function(wrap_pyfunction!(record_extras, m)?)?;
+    m.add_function(wrap_pyfunction!(collect::collect, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
