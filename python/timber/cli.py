@@ -165,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``timber`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["demo"]:
+        # The demo parses its own options (argparse.REMAINDER would refuse
+        # ones that start with a dash).
+        return _demo(argparse.Namespace(args=argv[1:]))
     args = build_parser().parse_args(argv)
     status: int = args.run(args)
     return status
