@@ -158,6 +158,13 @@ pub fn decompress(encoding: Encoding, raw: &[u8], max_body: u64) -> Result<Cow<'
         }
         Encoding::Deflate => bounded(flate2::read::DeflateDecoder::new(raw), max_body, "deflate")?,
         Encoding::Zstd => {
+            // A frame that declares more than the limit is refused before the
+            // decoder allocates a window for it.
+            if let Ok(Some(declared)) = zstd::zstd_safe::get_frame_content_size(raw) {
+                if declared > max_body {
+                    return Err(BodyError::TooLarge(max_body));
+                }
+            }
             let mut decoder = zstd::stream::read::Decoder::with_buffer(raw)
                 .map_err(|e| BodyError::Invalid(format!("corrupt zstd body: {e}")))?;
             // The window is memory the decoder allocates up front, whatever the
@@ -560,6 +567,16 @@ mod tests {
                 "{encoding:?}"
             );
         }
+    }
+
+    #[test]
+    fn zstd_frames_declaring_too_much_are_refused_up_front() {
+        let body = zstd(&vec![b'x'; 4096]);
+        assert!(decompress(Encoding::Zstd, &body, 4096).is_ok());
+        assert_eq!(
+            decompress(Encoding::Zstd, &body, 4095).unwrap_err(),
+            BodyError::TooLarge(4095)
+        );
     }
 
     #[test]
