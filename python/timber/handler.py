@@ -73,6 +73,8 @@ class TimberHandler(logging.Handler):
         retry_timeout: float = 300.0,
         flush_timeout: float = 10.0,
         shutdown_timeout: float = 5.0,
+        compression: str | None = "gzip",
+        ca_bundle: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__(level=level)
         from timber import context as default_context
@@ -98,6 +100,15 @@ class TimberHandler(logging.Handler):
         self.retry_timeout = _number("retry_timeout", retry_timeout)
         self.flush_timeout = _number("flush_timeout", flush_timeout)
         self.shutdown_timeout = _number("shutdown_timeout", shutdown_timeout)
+        self.compression = compression
+        # As requests does: an explicit bundle, else REQUESTS_CA_BUNDLE, else
+        # SSL_CERT_FILE, else the system's trust store.
+        self.ca_bundle = (
+            ca_bundle
+            or os.environ.get("REQUESTS_CA_BUNDLE")
+            or os.environ.get("SSL_CERT_FILE")
+            or None
+        )
         self._engine = self._new_engine()
         self._emit = self._engine.emit
         _live.add(self)
@@ -118,6 +129,8 @@ class TimberHandler(logging.Handler):
             max_in_flight=self.max_in_flight,
             include_extra_attributes=self.include_extra_attributes,
             raise_exceptions=self.raise_exceptions,
+            compression=self.compression or "none",
+            ca_bundle=os.fspath(self.ca_bundle) if self.ca_bundle else None,
         )
 
     def handle(self, record: logging.LogRecord) -> Any:

@@ -12,9 +12,11 @@
 //! objects into a [`encode::Sink`], and the collector reuses the frame model
 //! and the decoder as they are.
 
+pub mod compress;
 pub mod decode;
 pub mod encode;
 pub mod engine;
+pub mod proxy;
 pub mod queue;
 pub mod record;
 pub mod retry;

@@ -1,9 +1,17 @@
 //! HTTP delivery of one batch: a keep-alive connection pool (ureq over
 //! rustls, blocking, no async runtime), one POST per batch.
+//!
+//! TLS always verifies: against the system's trust store, or against the
+//! certificates of a CA bundle when one is given. Proxies come from the
+//! environment (see [`crate::proxy`]).
 
+use crate::compress::Compression;
+use crate::proxy::proxy_for;
 use crate::retry::Outcome;
 use std::io::Read;
+use std::sync::Arc;
 use std::time::Duration;
+use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
 
 /// Where and how batches are sent.
 #[derive(Debug, Clone)]
@@ -14,6 +22,26 @@ pub struct Endpoint {
     pub api_key: String,
     /// Per-request timeout (connect, send, receive).
     pub timeout: Duration,
+    /// Body encoding.
+    pub compression: Compression,
+    /// Trusted roots instead of the system's, from a CA bundle.
+    pub ca_certs: Option<Arc<Vec<Certificate<'static>>>>,
+}
+
+/// Reads the certificates of a PEM CA bundle.
+pub fn load_ca_bundle(pem: &[u8]) -> Result<Vec<Certificate<'static>>, String> {
+    let mut certs = Vec::new();
+    for item in ureq::tls::parse_pem(pem) {
+        match item {
+            Ok(PemItem::Certificate(c)) => certs.push(c),
+            Ok(_) => {}
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    if certs.is_empty() {
+        return Err("no PEM certificate found".to_owned());
+    }
+    Ok(certs)
 }
 
 /// Builds the Timber frames URL for a host and a source.
@@ -42,7 +70,15 @@ impl std::fmt::Debug for Transport {
 impl Transport {
     /// A pool for `endpoint`; connects lazily.
     pub fn new(endpoint: &Endpoint) -> Self {
+        let roots = match &endpoint.ca_certs {
+            Some(certs) => RootCerts::Specific(certs.clone()),
+            None => RootCerts::PlatformVerifier,
+        };
+        let proxy = proxy_for(&endpoint.url, |k| std::env::var(k).ok())
+            .and_then(|p| ureq::Proxy::new(&p).ok());
         let agent: ureq::Agent = ureq::Agent::config_builder()
+            .tls_config(TlsConfig::builder().root_certs(roots).build())
+            .proxy(proxy)
             .http_status_as_error(false)
             .timeout_global(Some(endpoint.timeout))
             .max_idle_age(Duration::from_secs(60))
@@ -56,14 +92,18 @@ impl Transport {
         }
     }
 
-    /// Sends one msgpack body and reports what the server said.
-    pub fn send(&self, body: &[u8]) -> Outcome {
-        let result = self
+    /// Sends one msgpack body, encoded as `encoding` says, and reports what
+    /// the server said.
+    pub fn send(&self, body: &[u8], encoding: Option<&str>) -> Outcome {
+        let mut request = self
             .agent
             .post(&self.url)
             .header("Authorization", &self.auth)
-            .header("Content-Type", "application/msgpack")
-            .send(body);
+            .header("Content-Type", "application/msgpack");
+        if let Some(encoding) = encoding {
+            request = request.header("Content-Encoding", encoding);
+        }
+        let result = request.send(body);
         match result {
             Ok(resp) => {
                 let status = resp.status().as_u16();

@@ -29,11 +29,20 @@ pub struct Shared {
     pub backoff: Backoff,
 }
 
+/// Age after which a sender opens new connections, so that a long-lived
+/// process follows DNS changes and spreads over the endpoint's servers.
+pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
+
 /// Body of one sender thread.
 pub fn run(shared: Arc<Shared>) {
-    let transport = Transport::new(&shared.endpoint);
+    let mut transport = Transport::new(&shared.endpoint);
+    let mut opened = Instant::now();
     let mut jitter = Jitter::new();
     while let Some(batch) = shared.queue.next_batch() {
+        if opened.elapsed() > MAX_CONNECTION_AGE {
+            transport = Transport::new(&shared.endpoint);
+            opened = Instant::now();
+        }
         deliver(&shared, &transport, &batch, &mut jitter);
         shared.queue.settle(batch);
     }
@@ -43,15 +52,17 @@ fn deliver(shared: &Shared, transport: &Transport, batch: &Batch, jitter: &mut J
     let give_up = Instant::now() + shared.retry_timeout;
     let stats = &shared.stats;
     let count = batch.count as u64;
+    let compression = shared.endpoint.compression;
+    let compressed = compression.encode(batch.body());
+    let body = compressed.as_deref().unwrap_or(batch.body());
+    let encoding = compressed.as_ref().and(compression.header());
     for attempt in 1u32.. {
-        let outcome = transport.send(batch.body());
+        let outcome = transport.send(body, encoding);
         let verdict = classify(&outcome, SystemTime::now());
         if verdict == Verdict::Delivered {
             stats.sent.fetch_add(count, Relaxed);
             stats.batches_sent.fetch_add(1, Relaxed);
-            stats
-                .bytes_sent
-                .fetch_add(batch.body().len() as u64, Relaxed);
+            stats.bytes_sent.fetch_add(body.len() as u64, Relaxed);
             return;
         }
         stats.failed_attempts.fetch_add(1, Relaxed);

@@ -10,10 +10,11 @@ use pyo3::types::PyDict;
 use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+use timber_core::compress::Compression;
 use timber_core::encode::Msgpack;
 use timber_core::queue::Push;
 use timber_core::stats::Reason;
-use timber_core::transport::Endpoint;
+use timber_core::transport::{load_ca_bundle, Endpoint};
 use timber_core::{Config, Engine, EngineError};
 
 thread_local! {
@@ -61,7 +62,7 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (*, url, api_key, context, buffer_capacity, flush_interval, max_buffer_bytes,
         drop_extra_events, retry_timeout, timeout, max_in_flight, include_extra_attributes,
-        raise_exceptions))]
+        raise_exceptions, compression = "gzip", ca_bundle = None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         url: String,
@@ -76,7 +77,26 @@ impl PyEngine {
         max_in_flight: usize,
         include_extra_attributes: bool,
         raise_exceptions: bool,
+        compression: &str,
+        ca_bundle: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
+        let compression = Compression::parse(compression).ok_or_else(|| {
+            PyValueError::new_err(format!(
+                "compression must be 'gzip', 'deflate', 'zstd' or None, got {compression:?}"
+            ))
+        })?;
+        let ca_certs = match ca_bundle {
+            None => None,
+            Some(path) => {
+                let pem = std::fs::read(&path).map_err(|e| {
+                    PyValueError::new_err(format!("cannot read ca_bundle {}: {e}", path.display()))
+                })?;
+                let certs = load_ca_bundle(&pem).map_err(|e| {
+                    PyValueError::new_err(format!("ca_bundle {}: {e}", path.display()))
+                })?;
+                Some(std::sync::Arc::new(certs))
+            }
+        };
         let var = context
             .getattr(intern!(context.py(), "_var"))
             .map_err(|_| PyValueError::new_err("context must be a timber.TimberContext"))?;
@@ -85,6 +105,8 @@ impl PyEngine {
                 url,
                 api_key,
                 timeout: seconds("timeout", timeout)?,
+                compression,
+                ca_certs,
             },
             batch_records: buffer_capacity,
             flush_interval: seconds("flush_interval", flush_interval)?,
