@@ -91,10 +91,24 @@ impl Store {
             .create(true)
             .append(true)
             .open(self.dir.join(format!("{source}.ndjson")))?;
+        if self.fsync {
+            // A new file survives a crash only once its directory entry does.
+            sync_dir(&self.dir)?;
+        }
         let file = Arc::new(Mutex::new(file));
         files.insert(source.to_owned(), Arc::clone(&file));
         Ok(file)
     }
+}
+
+#[cfg(unix)]
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+#[cfg(not(unix))]
+fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
 }
 
 /// Writes all of `data`, or on failure (a full disk) cuts the file back to
@@ -181,6 +195,22 @@ mod tests {
         }
         assert_eq!(store.frames(), 2400);
         assert_eq!(store.sources(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn fsync_store_appends_to_existing_files() {
+        let dir = temp_dir("fsync");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("a.ndjson"), "{\"old\":1}\n").unwrap();
+        let store = Store::open(&dir, true).unwrap();
+        store.append("a", b"{\"new\":1}\n", 1).unwrap();
+        store.append("b", b"", 0).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("a.ndjson")).unwrap(),
+            "{\"old\":1}\n{\"new\":1}\n"
+        );
+        assert!(!dir.join("b.ndjson").exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
