@@ -25,6 +25,7 @@ class Request:
     frames: list[dict[str, Any]]
     status: int | str
     size: int
+    received: float = field(default_factory=time.monotonic)
 
 
 @dataclass

@@ -75,6 +75,8 @@ class TimberHandler(logging.Handler):
         shutdown_timeout: float = 5.0,
         compression: str | None = "gzip",
         ca_bundle: str | os.PathLike[str] | None = None,
+        backoff_base: float = 0.5,
+        backoff_max: float = 30.0,
     ) -> None:
         super().__init__(level=level)
         from timber import context as default_context
@@ -100,6 +102,8 @@ class TimberHandler(logging.Handler):
         self.retry_timeout = _number("retry_timeout", retry_timeout)
         self.flush_timeout = _number("flush_timeout", flush_timeout)
         self.shutdown_timeout = _number("shutdown_timeout", shutdown_timeout)
+        self.backoff_base = _number("backoff_base", backoff_base)
+        self.backoff_max = _number("backoff_max", backoff_max)
         self.compression = compression
         # As requests does: an explicit bundle, else REQUESTS_CA_BUNDLE, else
         # SSL_CERT_FILE, else the system's trust store.
@@ -112,6 +116,7 @@ class TimberHandler(logging.Handler):
         self._engine = self._new_engine()
         self._emit = self._engine.emit
         _live.add(self)
+        _hook_multiprocessing()
 
     def _new_engine(self) -> _engine.Engine:
         from urllib.parse import quote
@@ -131,6 +136,8 @@ class TimberHandler(logging.Handler):
             raise_exceptions=self.raise_exceptions,
             compression=self.compression or "none",
             ca_bundle=os.fspath(self.ca_bundle) if self.ca_bundle else None,
+            backoff_base=float(self.backoff_base),
+            backoff_max=float(self.backoff_max),
         )
 
     def handle(self, record: logging.LogRecord) -> Any:
@@ -188,6 +195,35 @@ def _close_all() -> None:
 def _after_fork_in_child() -> None:
     for handler in list(_live):
         handler._after_fork_in_child()
+
+
+class _Anchor:
+    """Keeps the multiprocessing after-fork hook registered (it holds only a
+    weak reference)."""
+
+
+_anchor = _Anchor()
+_multiprocessing_hooked = False
+
+
+def _close_at_multiprocessing_exit(_: object = None) -> None:
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, _close_all, exitpriority=10)
+
+
+def _hook_multiprocessing() -> None:
+    """multiprocessing children end with ``os._exit()``, which skips atexit,
+    but they run multiprocessing's finalizers first: close there too. A
+    forked child's finalizers are reset after the fork, hence the hook."""
+    global _multiprocessing_hooked
+    if _multiprocessing_hooked:
+        return
+    _multiprocessing_hooked = True
+    import multiprocessing.util
+
+    multiprocessing.util.register_after_fork(_anchor, _close_at_multiprocessing_exit)
+    _close_at_multiprocessing_exit()
 
 
 # Registered after logging's own exit hook, so it runs before it: records

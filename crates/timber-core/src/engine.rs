@@ -33,6 +33,8 @@ pub struct Config {
     /// Wait for room when the buffer is full instead of dropping
     /// (`drop_extra_events=False`).
     pub block: bool,
+    /// Waits between attempts.
+    pub backoff: Backoff,
 }
 
 /// Invalid configuration, found before anything starts.
@@ -54,6 +56,9 @@ impl Config {
         }
         if self.max_buffer_bytes < 2 * MAX_REQUEST_BYTES {
             return bad("max_buffer_bytes must be at least 2 MB (two requests)");
+        }
+        if self.backoff.base.is_zero() || self.backoff.cap < self.backoff.base {
+            return bad("backoff_base must be positive and at most backoff_max");
         }
         if self.senders == 0 || self.senders > 64 {
             return bad("max_in_flight must be between 1 and 64");
@@ -95,7 +100,7 @@ impl Engine {
                 reporter: Reporter::default(),
                 endpoint: config.endpoint,
                 retry_timeout: config.retry_timeout,
-                backoff: Backoff::default(),
+                backoff: config.backoff,
             }),
             senders: config.senders,
             block: config.block,

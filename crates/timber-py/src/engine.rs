@@ -13,6 +13,7 @@ use std::time::Duration;
 use timber_core::compress::Compression;
 use timber_core::encode::Msgpack;
 use timber_core::queue::Push;
+use timber_core::retry::Backoff;
 use timber_core::stats::Reason;
 use timber_core::transport::{load_ca_bundle, Endpoint};
 use timber_core::{Config, Engine, EngineError};
@@ -62,7 +63,8 @@ impl PyEngine {
     #[new]
     #[pyo3(signature = (*, url, api_key, context, buffer_capacity, flush_interval, max_buffer_bytes,
         drop_extra_events, retry_timeout, timeout, max_in_flight, include_extra_attributes,
-        raise_exceptions, compression = "gzip", ca_bundle = None))]
+        raise_exceptions, compression = "gzip", ca_bundle = None, backoff_base = 0.5,
+        backoff_max = 30.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         url: String,
@@ -79,6 +81,8 @@ impl PyEngine {
         raise_exceptions: bool,
         compression: &str,
         ca_bundle: Option<std::path::PathBuf>,
+        backoff_base: f64,
+        backoff_max: f64,
     ) -> PyResult<Self> {
         let compression = Compression::parse(compression).ok_or_else(|| {
             PyValueError::new_err(format!(
@@ -114,6 +118,10 @@ impl PyEngine {
             block: !drop_extra_events,
             retry_timeout: seconds("retry_timeout", retry_timeout)?,
             senders: max_in_flight,
+            backoff: Backoff {
+                base: seconds("backoff_base", backoff_base)?,
+                cap: seconds("backoff_max", backoff_max)?,
+            },
         };
         Ok(Self {
             engine: Some(Engine::new(config).map_err(engine_error)?),

@@ -1,0 +1,252 @@
+"""Delivery under faults, against real servers on 127.0.0.1: outages, 5xx
+storms, Retry-After, hangs, fork in its several forms, and context isolation
+on the wire."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import timber
+from fault_server import FaultServer, Step
+
+FAST = {"backoff_base": 0.05, "backoff_max": 0.5, "flush_interval": 0.1}
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    s = FaultServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def logger() -> Iterator[logging.Logger]:
+    lg = logging.getLogger(f"delivery.{id(object())}")
+    lg.setLevel(logging.DEBUG)
+    lg.propagate = False
+    yield lg
+    for h in list(lg.handlers):
+        lg.removeHandler(h)
+        h.close()
+
+
+def attach(logger: logging.Logger, host: str, **kw: Any) -> timber.TimberHandler:
+    h = timber.TimberHandler(api_key="k", source_id="s", host=host, **kw)
+    logger.addHandler(h)
+    return h
+
+
+def test_ten_second_outage_loses_nothing_with_default_settings(logger: logging.Logger) -> None:
+    down = FaultServer()
+    port = down.port
+    down.close()  # the outage starts before the first record
+    h = attach(logger, f"http://127.0.0.1:{port}")
+    slowest = 0.0
+    start = time.monotonic()
+    for i in range(20_000):
+        t = time.perf_counter()
+        logger.info("during the outage %d", i, extra={"i": i})
+        slowest = max(slowest, time.perf_counter() - t)
+        if i % 200 == 199:  # 2,000 records/s
+            time.sleep(max(0.0, start + (i + 1) / 2000 - time.monotonic()))
+    assert h.stats()["failed_attempts"] > 0
+    up = FaultServer(port_wanted=port)
+    try:
+        assert h._engine.flush(90.0)
+        assert sorted(f["i"] for f in up.frames) == list(range(20_000))
+    finally:
+        up.close()
+    assert h.dropcount == 0
+    # Not a benchmark: a call that waited on the network would take seconds.
+    assert slowest < 0.5
+
+
+def test_server_error_storm_then_everything_arrives(
+    server: FaultServer, logger: logging.Logger
+) -> None:
+    server.add_script([500, 502, 503, 504, 500, 599, 503, 502])
+    h = attach(logger, server.host, buffer_capacity=25, **FAST)
+    for i in range(100):
+        logger.info("storm %d", i, extra={"i": i})
+    assert h._engine.flush(60.0)
+    assert sorted(f["i"] for f in server.frames) == list(range(100))
+    assert h.stats()["retries"] == 8
+
+
+def test_retry_after_is_honoured(server: FaultServer, logger: logging.Logger) -> None:
+    server.add_script([Step(429, retry_after="1")])
+    h = attach(logger, server.host, **FAST)
+    logger.info("throttled")
+    assert h._engine.flush(30.0)
+    first, second = server.requests
+    assert first.status == 429 and second.status == 202
+    assert second.received - first.received >= 1.0
+    assert [f["message"] for f in second.frames] == ["throttled"]
+
+
+def test_a_hang_past_the_timeout_is_retried(server: FaultServer, logger: logging.Logger) -> None:
+    server.add_script([Step("hang", seconds=5)])
+    h = attach(logger, server.host, timeout=0.5, **FAST)
+    logger.info("patience")
+    assert h._engine.flush(30.0)
+    assert [r.status for r in server.requests] == ["hang", 202]
+
+
+def test_retry_timeout_drops_and_counts(server: FaultServer, logger: logging.Logger) -> None:
+    server.add_script([503] * 100)
+    h = attach(logger, server.host, retry_timeout=0.5, **FAST)
+    logger.info("given up")
+    assert h._engine.flush(30.0)
+    assert h.stats()["dropped_by_reason"]["retry_timeout"] == 1
+
+
+def test_threads_and_tasks_never_carry_each_others_context(
+    server: FaultServer, logger: logging.Logger
+) -> None:
+    h = attach(logger, server.host)
+
+    def thread_work(i: int) -> None:
+        with timber.context(owner={"id": f"thread-{i}"}):
+            for n in range(50):
+                logger.info("t", extra={"me": f"thread-{i}", "n": n})
+
+    threads = [threading.Thread(target=thread_work, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+
+    async def task(i: int) -> None:
+        with timber.context(owner={"id": f"task-{i}"}):
+            await asyncio.sleep(0)
+            logger.info("a", extra={"me": f"task-{i}"})
+            await asyncio.sleep(0)
+            logger.info("b", extra={"me": f"task-{i}"})
+
+    async def tasks() -> None:
+        await asyncio.gather(*(task(i) for i in range(1000)))
+
+    asyncio.run(tasks())
+    for t in threads:
+        t.join()
+    assert h._engine.flush(30.0)
+    frames = server.frames
+    assert len(frames) == 16 * 50 + 2000
+    assert [f for f in frames if f["context"]["owner"]["id"] != f["me"]] == []
+
+
+def run(code: str, host: str, **env: str) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "TIMBER_HOST": host, "TIMBER_API_KEY": "k"}
+    full_env["TIMBER_SOURCE_ID"] = "s"
+    full_env.update(env)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_multiprocessing_with_fork(server: FaultServer) -> None:
+    proc = run(
+        """
+        import logging, multiprocessing, timber
+        log = logging.getLogger("mp")
+        log.setLevel(logging.INFO)
+        log.addHandler(timber.TimberHandler(flush_interval=60))
+        log.info("parent", extra={"who": "parent"})
+
+        def work(n):
+            for i in range(50):
+                log.info("child", extra={"who": f"worker-{n}", "i": i})
+            return n
+
+        if __name__ == "__main__":
+            ctx = multiprocessing.get_context("fork")
+            with ctx.Pool(2) as pool:
+                assert sorted(pool.map(work, range(4))) == [0, 1, 2, 3]
+                pool.close()
+                pool.join()
+        """,
+        server.host,
+    )
+    assert proc.returncode == 0, proc.stderr
+    frames = server.frames
+    assert [f["who"] for f in frames].count("parent") == 1
+    for n in range(4):
+        assert sorted(f["i"] for f in frames if f["who"] == f"worker-{n}") == list(range(50))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_gunicorn_preload_with_several_workers(server: FaultServer, tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text(
+        textwrap.dedent(
+            """
+            import logging, os, timber
+            log = logging.getLogger("web")
+            log.setLevel(logging.INFO)
+            log.addHandler(timber.TimberHandler(flush_interval=0.2))
+            log.info("loaded before fork", extra={"phase": "preload"})
+
+            def application(environ, start_response):
+                path = environ["PATH_INFO"]
+                log.info("request %s", path, extra={"phase": "request", "path": path})
+                start_response("200 OK", [("Content-Type", "text/plain")])
+                return [str(os.getpid()).encode()]
+            """
+        )
+    )
+    port = free_port()
+    env = {**os.environ, "TIMBER_HOST": server.host, "TIMBER_API_KEY": "k"}
+    env["TIMBER_SOURCE_ID"] = "s"
+    gunicorn = [sys.executable, "-m", "gunicorn", "--preload", "-w", "3"]
+    proc = subprocess.Popen(
+        [*gunicorn, "-b", f"127.0.0.1:{port}", "--chdir", str(tmp_path), "app:application"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        pids = set()
+        deadline = time.monotonic() + 30
+        sent = 0
+        while sent < 60:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("GET", f"/r{sent}")
+                pids.add(conn.getresponse().read().decode())
+                conn.close()
+                sent += 1
+            except OSError:
+                assert time.monotonic() < deadline, "gunicorn did not start"
+                time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    frames = server.wait_for_frames(61)
+    paths = sorted(f["path"] for f in frames if f["phase"] == "request")
+    assert paths == sorted(f"/r{i}" for i in range(60))
+    assert [f["phase"] for f in frames].count("preload") == 1
+    worker_pids = {str(f["context"]["system"]["pid"]) for f in frames if f["phase"] == "request"}
+    assert worker_pids <= pids and len(pids) >= 2
