@@ -16,6 +16,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -201,13 +202,14 @@ def test_gunicorn_preload_with_several_workers(server: FaultServer, tmp_path: Pa
     (tmp_path / "app.py").write_text(
         textwrap.dedent(
             """
-            import logging, os, timber
+            import logging, os, time, timber
             log = logging.getLogger("web")
             log.setLevel(logging.INFO)
             log.addHandler(timber.TimberHandler(flush_interval=0.2))
             log.info("loaded before fork", extra={"phase": "preload"})
 
             def application(environ, start_response):
+                time.sleep(0.05)  # long enough for concurrent requests to spread
                 path = environ["PATH_INFO"]
                 log.info("request %s", path, extra={"phase": "request", "path": path})
                 start_response("200 OK", [("Content-Type", "text/plain")])
@@ -227,19 +229,24 @@ def test_gunicorn_preload_with_several_workers(server: FaultServer, tmp_path: Pa
         text=True,
     )
     try:
-        pids = set()
         deadline = time.monotonic() + 30
-        sent = 0
-        while sent < 60:
+        while True:
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-                conn.request("GET", f"/r{sent}")
-                pids.add(conn.getresponse().read().decode())
-                conn.close()
-                sent += 1
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
             except OSError:
                 assert time.monotonic() < deadline, "gunicorn did not start"
                 time.sleep(0.1)
+
+        def get(i: int) -> str:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("GET", f"/r{i}")
+            body = conn.getresponse().read().decode()
+            conn.close()
+            return body
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            pids = set(pool.map(get, range(60)))
     finally:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=60)

@@ -77,6 +77,8 @@ class TimberHandler(logging.Handler):
         ca_bundle: str | os.PathLike[str] | None = None,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
+        spool_dir: str | os.PathLike[str] | None = None,
+        spool_max_bytes: int = 256 * 1024 * 1024,
     ) -> None:
         super().__init__(level=level)
         from timber import context as default_context
@@ -105,6 +107,8 @@ class TimberHandler(logging.Handler):
         self.backoff_base = _number("backoff_base", backoff_base)
         self.backoff_max = _number("backoff_max", backoff_max)
         self.compression = compression
+        self.spool_dir = spool_dir
+        self.spool_max_bytes = _number("spool_max_bytes", spool_max_bytes, integer=True)
         # As requests does: an explicit bundle, else REQUESTS_CA_BUNDLE, else
         # SSL_CERT_FILE, else the system's trust store.
         self.ca_bundle = (
@@ -138,6 +142,8 @@ class TimberHandler(logging.Handler):
             ca_bundle=os.fspath(self.ca_bundle) if self.ca_bundle else None,
             backoff_base=float(self.backoff_base),
             backoff_max=float(self.backoff_max),
+            spool_dir=os.fspath(self.spool_dir) if self.spool_dir is not None else None,
+            spool_max_bytes=self.spool_max_bytes,
         )
 
     def handle(self, record: logging.LogRecord) -> Any:

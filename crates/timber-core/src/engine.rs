@@ -3,9 +3,11 @@
 
 use crate::queue::{Limits, Push, Queue, MAX_REQUEST_BYTES};
 use crate::retry::Backoff;
+use crate::spool::Spool;
 use crate::stats::{say, Problem, Reason, Reporter, Snapshot, Stats};
 use crate::transport::Endpoint;
-use crate::worker::{self, Shared};
+use crate::worker::{self, Replay, Shared};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -35,6 +37,9 @@ pub struct Config {
     pub block: bool,
     /// Waits between attempts.
     pub backoff: Backoff,
+    /// Spool directory and its size cap, if batches that cannot be
+    /// delivered should go to disk.
+    pub spool: Option<(PathBuf, u64)>,
 }
 
 /// Invalid configuration, found before anything starts.
@@ -93,7 +98,14 @@ impl Engine {
             max_bytes: config.max_buffer_bytes,
             flush_interval: config.flush_interval,
         };
-        Ok(Self {
+        let spool = match &config.spool {
+            None => None,
+            Some((dir, max_bytes)) => Some(Spool::open(dir, *max_bytes).map_err(|e| {
+                EngineError::Invalid(format!("cannot open spool_dir {}: {e}", dir.display()))
+            })?),
+        };
+        let backlog = spool.as_ref().is_some_and(|s| !s.is_empty());
+        let engine = Self {
             shared: Arc::new(Shared {
                 queue: Queue::new(limits),
                 stats: Stats::default(),
@@ -101,13 +113,20 @@ impl Engine {
                 endpoint: config.endpoint,
                 retry_timeout: config.retry_timeout,
                 backoff: config.backoff,
+                spool,
+                replay: Mutex::new(Replay::default()),
             }),
             senders: config.senders,
             block: config.block,
             started: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
-        })
+        };
+        if backlog {
+            // What an earlier process left in the spool goes out now.
+            engine.start();
+        }
+        Ok(engine)
     }
 
     fn start(&self) {
@@ -204,8 +223,23 @@ impl Engine {
         queue.close();
         let drained = !self.started.load(Ordering::Relaxed) || queue.drain(deadline);
         if !drained {
-            let pending = queue.abort();
-            self.shared.stats.drop(Reason::Shutdown, pending);
+            let (left, in_flight) = queue.abort();
+            let stats = &self.shared.stats;
+            stats.drop(Reason::Shutdown, in_flight);
+            for batch in left {
+                let spooled = self
+                    .shared
+                    .spool
+                    .as_ref()
+                    .is_some_and(|s| s.append(batch.body(), batch.count as u32).is_ok());
+                if spooled {
+                    stats
+                        .spooled
+                        .fetch_add(batch.count as u64, Ordering::Relaxed);
+                } else {
+                    stats.drop(Reason::Shutdown, batch.count as u64);
+                }
+            }
         }
         // Senders blocked in a request past the deadline are left behind;
         // process exit ends them.

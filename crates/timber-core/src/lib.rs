@@ -20,6 +20,7 @@ pub mod proxy;
 pub mod queue;
 pub mod record;
 pub mod retry;
+pub mod spool;
 pub mod stats;
 pub mod transport;
 pub mod value;

@@ -44,6 +44,17 @@ pub enum Push {
     Closed,
 }
 
+/// What a sender gets from [`Queue::next_batch_until`].
+#[derive(Debug)]
+pub enum Next {
+    /// A batch to send.
+    Batch(Batch),
+    /// Nothing before the wake-up time.
+    Idle,
+    /// Closed and empty, or aborted: the sender stops.
+    Done,
+}
+
 /// Records ready to send, as one msgpack array.
 #[derive(Debug)]
 pub struct Batch {
@@ -220,34 +231,54 @@ impl Queue {
     /// The next batch to send, waiting for one; `None` once the buffer is
     /// closed and empty, or aborted.
     pub fn next_batch(&self) -> Option<Batch> {
+        loop {
+            match self.next_batch_until(None) {
+                Next::Batch(b) => return Some(b),
+                Next::Idle => {}
+                Next::Done => return None,
+            }
+        }
+    }
+
+    /// The next batch to send, waiting at most until `wake_at`.
+    pub fn next_batch_until(&self, wake_at: Option<Instant>) -> Next {
         let mut st = self.lock();
         loop {
             if st.aborted {
-                return None;
+                return Next::Done;
             }
             if let Some(b) = st.ready.pop_front() {
                 st.in_flight_records += b.count;
-                return Some(b);
+                return Next::Batch(b);
             }
             let due = st
                 .filling_since
                 .map(|since| since + self.limits.flush_interval);
-            match due {
-                Some(at) if st.closing || Instant::now() >= at => {
+            if let Some(at) = due {
+                if st.closing || Instant::now() >= at {
                     st.seal();
                     continue;
                 }
+            } else if st.closing {
+                return Next::Done;
+            }
+            let until = match (due, wake_at) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if wake_at.is_some_and(|w| Instant::now() >= w) {
+                return Next::Idle;
+            }
+            st = match until {
                 Some(at) => {
                     let left = at.saturating_duration_since(Instant::now());
-                    st = self
-                        .work
+                    self.work
                         .wait_timeout(st, left)
                         .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                        .0
                 }
-                None if st.closing => return None,
-                None => st = self.work.wait(st).unwrap_or_else(|e| e.into_inner()),
-            }
+                None => self.work.wait(st).unwrap_or_else(|e| e.into_inner()),
+            };
         }
     }
 
@@ -312,23 +343,24 @@ impl Queue {
     }
 
     /// Stops senders as soon as possible: pending waits end, nothing more is
-    /// taken. Returns the number of records not settled, ready or in flight;
-    /// senders do not count those again.
-    pub fn abort(&self) -> u64 {
+    /// taken. Returns the batches never taken, and the number of records in
+    /// flight (senders do not count those as dropped again).
+    pub fn abort(&self) -> (Vec<Batch>, u64) {
         let mut st = self.lock();
         st.aborted = true;
         st.closing = true;
         st.seal();
-        let mut pending = st.in_flight_records as u64;
+        let in_flight = st.in_flight_records as u64;
+        let mut left = Vec::new();
         while let Some(b) = st.ready.pop_front() {
-            pending += b.count as u64;
             st.held_bytes -= b.held();
             st.unsettled.remove(&b.first_seq);
+            left.push(b);
         }
         drop(st);
         self.work.notify_all();
         self.settled.notify_all();
-        pending
+        (left, in_flight)
     }
 
     /// Sleeps for `wait` unless aborted first; while closing, sleeps are cut
@@ -502,7 +534,8 @@ mod tests {
         q.push(&rec(1));
         q.push(&rec(2));
         let first = q.next_batch().unwrap();
-        assert_eq!(q.abort(), 2);
+        let (left, in_flight) = q.abort();
+        assert_eq!((left.len(), in_flight), (1, 1));
         assert!(q.next_batch().is_none());
         assert!(!q.pause(Duration::from_secs(10)));
         assert!(!q.drain(Instant::now() + Duration::from_secs(10)));

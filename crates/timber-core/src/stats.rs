@@ -66,6 +66,10 @@ pub struct Stats {
     pub retries: AtomicU64,
     /// Attempts that failed (any reason).
     pub failed_attempts: AtomicU64,
+    /// Records written to the spool.
+    pub spooled: AtomicU64,
+    /// Records delivered from the spool.
+    pub replayed: AtomicU64,
     dropped: [AtomicU64; 6],
 }
 
@@ -84,6 +88,10 @@ pub struct Snapshot {
     pub retries: u64,
     /// See [`Stats::failed_attempts`].
     pub failed_attempts: u64,
+    /// See [`Stats::spooled`].
+    pub spooled: u64,
+    /// See [`Stats::replayed`].
+    pub replayed: u64,
     /// Dropped records per reason, in [`Reason::ALL`] order.
     pub dropped: Vec<(&'static str, u64)>,
 }
@@ -115,6 +123,8 @@ impl Stats {
             batches_sent: self.batches_sent.load(Relaxed),
             retries: self.retries.load(Relaxed),
             failed_attempts: self.failed_attempts.load(Relaxed),
+            spooled: self.spooled.load(Relaxed),
+            replayed: self.replayed.load(Relaxed),
             dropped: Reason::ALL
                 .iter()
                 .map(|d| (d.name(), self.dropped(*d)))
@@ -129,7 +139,7 @@ pub const REPORT_EVERY: Duration = Duration::from_secs(60);
 /// Writes problems to stderr, each kind at most once per [`REPORT_EVERY`].
 #[derive(Debug, Default)]
 pub struct Reporter {
-    last: Mutex<[Option<Instant>; 2]>,
+    last: Mutex<[Option<Instant>; 3]>,
 }
 
 /// Kinds of problems, each rate-limited on its own.
@@ -139,6 +149,8 @@ pub enum Problem {
     Delivery = 0,
     /// Records were dropped.
     Dropped = 1,
+    /// The spool could not be written or read.
+    Spool = 2,
 }
 
 impl Reporter {

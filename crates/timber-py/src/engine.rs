@@ -64,7 +64,7 @@ impl PyEngine {
     #[pyo3(signature = (*, url, api_key, context, buffer_capacity, flush_interval, max_buffer_bytes,
         drop_extra_events, retry_timeout, timeout, max_in_flight, include_extra_attributes,
         raise_exceptions, compression = "gzip", ca_bundle = None, backoff_base = 0.5,
-        backoff_max = 30.0))]
+        backoff_max = 30.0, spool_dir = None, spool_max_bytes = 268_435_456))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         url: String,
@@ -83,6 +83,8 @@ impl PyEngine {
         ca_bundle: Option<std::path::PathBuf>,
         backoff_base: f64,
         backoff_max: f64,
+        spool_dir: Option<std::path::PathBuf>,
+        spool_max_bytes: u64,
     ) -> PyResult<Self> {
         let compression = Compression::parse(compression).ok_or_else(|| {
             PyValueError::new_err(format!(
@@ -122,6 +124,7 @@ impl PyEngine {
                 base: seconds("backoff_base", backoff_base)?,
                 cap: seconds("backoff_max", backoff_max)?,
             },
+            spool: spool_dir.map(|dir| (dir, spool_max_bytes)),
         };
         Ok(Self {
             engine: Some(Engine::new(config).map_err(engine_error)?),
@@ -214,6 +217,8 @@ impl PyEngine {
         }
         d.set_item("dropped_by_reason", by_reason)?;
         d.set_item("retries", s.retries)?;
+        d.set_item("spooled", s.spooled)?;
+        d.set_item("replayed", s.replayed)?;
         d.set_item("failed_attempts", s.failed_attempts)?;
         d.set_item("batches_sent", s.batches_sent)?;
         d.set_item("bytes_sent", s.bytes_sent)?;

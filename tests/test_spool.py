@@ -1,0 +1,135 @@
+"""The durable spool: batches that cannot be delivered go to disk, are
+replayed in order when the endpoint is back, and survive SIGKILL to be
+replayed by the next process on the same spool."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import timber
+from fault_server import FaultServer
+
+FAST = {"backoff_base": 0.05, "backoff_max": 0.3, "flush_interval": 0.1}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(check: object, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.05)
+
+
+def test_outage_goes_to_disk_and_replays_in_order(tmp_path: Path) -> None:
+    port = free_port()
+    log = logging.getLogger("spool.outage")
+    log.propagate = False
+    h = timber.TimberHandler(
+        api_key="k",
+        source_id="s",
+        host=f"http://127.0.0.1:{port}",
+        spool_dir=tmp_path / "spool",
+        buffer_capacity=50,
+        **FAST,
+    )
+    log.addHandler(h)
+    try:
+        for i in range(300):
+            log.warning("down", extra={"i": i})
+        wait_until(lambda: h.stats()["spooled"] == 300)
+        assert h.stats()["buffered_records"] == 0
+        server = FaultServer(port_wanted=port)
+        try:
+            for i in range(300, 350):
+                log.warning("recovering", extra={"i": i})
+            wait_until(lambda: len(server.frames) >= 350)
+            assert [f["i"] for f in server.frames] == list(range(350))
+            assert h.stats()["replayed"] >= 300
+        finally:
+            server.close()
+    finally:
+        log.removeHandler(h)
+        h.close()
+
+
+def test_sigkill_then_a_new_process_replays_the_spool(tmp_path: Path) -> None:
+    port = free_port()
+    spool = tmp_path / "spool"
+    env = {
+        **os.environ,
+        "TIMBER_HOST": f"http://127.0.0.1:{port}",
+        "TIMBER_API_KEY": "k",
+        "TIMBER_SOURCE_ID": "s",
+    }
+    writer = textwrap.dedent(
+        f"""
+        import logging, sys, time, timber
+        log = logging.getLogger("killed")
+        h = timber.TimberHandler(spool_dir={str(spool)!r}, buffer_capacity=100,
+                                 backoff_base=0.05, backoff_max=0.3, flush_interval=0.1)
+        log.addHandler(h)
+        for i in range(1000):
+            log.error("before the kill", extra={{"i": i}})
+        while h.stats()["spooled"] < 1000:
+            time.sleep(0.02)
+        print("spooled", flush=True)
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", writer], env=env, stdout=subprocess.PIPE, text=True
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "spooled"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    proc.stdout.close()
+
+    server = FaultServer(port_wanted=port)
+    try:
+        reader = textwrap.dedent(
+            f"""
+            import logging, time, timber
+            h = timber.TimberHandler(spool_dir={str(spool)!r}, backoff_base=0.05,
+                                     backoff_max=0.3, flush_interval=0.1)
+            deadline = time.monotonic() + 60
+            while h.stats()["replayed"] < 1000 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            print(h.stats()["replayed"])
+            """
+        )
+        done = subprocess.run(
+            [sys.executable, "-c", reader], env=env, capture_output=True, text=True, timeout=90
+        )
+        assert done.returncode == 0, done.stderr
+        assert sorted(f["i"] for f in server.frames) == list(range(1000))
+    finally:
+        server.close()
+    # Everything replayed: the lanes left are empty.
+    assert not list(spool.glob("*/*.seg")) or all(
+        p.stat().st_size == 0 for p in spool.glob("*/*.seg")
+    )
+
+
+def test_unusable_spool_dir_is_a_value_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    try:
+        timber.TimberHandler(api_key="k", source_id="s", spool_dir=blocker)
+    except ValueError as e:
+        assert "spool_dir" in str(e)
+    else:
+        raise AssertionError("expected ValueError")
