@@ -286,3 +286,28 @@ def test_records_after_close_are_dropped_not_raised(server: FaultServer) -> None
     record = logging.getLogger("x").makeRecord("x", 20, "f", 1, "late", (), None)
     h.handle(record)
     assert h.stats()["dropped_by_reason"]["shutdown"] == 1
+
+
+def test_raise_exceptions_surfaces_delivery_problems_at_flush(
+    server: FaultServer, logger: logging.Logger
+) -> None:
+    server.add_script([401])
+    h = handler(server, raise_exceptions=True)
+    logger.addHandler(h)
+    logger.info("refused")
+    with pytest.raises(timber.DeliveryError, match="rejected"):
+        h.flush()
+    logger.info("accepted")
+    h.flush()  # nothing new went wrong
+    assert [r.status for r in server.requests] == [401, 202]
+
+
+def test_without_raise_exceptions_flush_never_raises(
+    server: FaultServer, logger: logging.Logger
+) -> None:
+    server.add_script([401])
+    h = handler(server)
+    logger.addHandler(h)
+    logger.info("refused")
+    h.flush()
+    assert h.stats()["dropped_by_reason"]["rejected"] == 1

@@ -14,9 +14,10 @@ from timber.context import TimberContext
 context = TimberContext()
 
 from timber.formatter import Formatter, TimberFormatter  # noqa: E402
-from timber.handler import TimberHandler  # noqa: E402
+from timber.handler import DeliveryError, TimberHandler  # noqa: E402
 
 __all__ = [
+    "DeliveryError",
     "Formatter",
     "TimberContext",
     "TimberFormatter",

@@ -17,7 +17,7 @@ from typing import Any
 from timber import _engine
 from timber.context import TimberContext
 
-__all__ = ["DEFAULT_HOST", "TimberHandler"]
+__all__ = ["DEFAULT_HOST", "DeliveryError", "TimberHandler"]
 
 DEFAULT_HOST = "https://logs.timber.io"
 DEFAULT_BUFFER_CAPACITY = 1000
@@ -25,6 +25,11 @@ DEFAULT_FLUSH_INTERVAL = 2.0
 DEFAULT_MAX_BUFFER_BYTES = 64 * 1024 * 1024
 
 _live: weakref.WeakSet[TimberHandler] = weakref.WeakSet()
+
+
+class DeliveryError(Exception):
+    """Records were not delivered; raised by ``flush()`` only with
+    ``raise_exceptions=True``."""
 
 
 def _credential(value: str | None, argument: str, variable: str) -> str:
@@ -119,6 +124,7 @@ class TimberHandler(logging.Handler):
         )
         self._engine = self._new_engine()
         self._emit = self._engine.emit
+        self._dropped_reported = 0
         _live.add(self)
         _hook_multiprocessing()
 
@@ -160,8 +166,26 @@ class TimberHandler(logging.Handler):
 
     def flush(self) -> None:
         """Sends what is buffered and waits until every record logged before
-        the call is delivered or given up, for at most ``flush_timeout``."""
-        self._engine.flush(float(self.flush_timeout))
+        the call is delivered or given up, for at most ``flush_timeout``.
+
+        With ``raise_exceptions=True``, raises :class:`DeliveryError` if the
+        wait timed out or records were dropped since the last check."""
+        done = self._engine.flush(float(self.flush_timeout))
+        if self.raise_exceptions:
+            self._raise_delivery_problems(done)
+
+    def _raise_delivery_problems(self, done: bool) -> None:
+        stats = self._engine.stats()
+        dropped = stats["dropped"] - self._dropped_reported
+        self._dropped_reported = stats["dropped"]
+        if dropped:
+            reasons = {k: v for k, v in stats["dropped_by_reason"].items() if v}
+            raise DeliveryError(f"{dropped} records were not delivered ({reasons})")
+        if not done:
+            raise DeliveryError(
+                f"records still undelivered after flush_timeout={self.flush_timeout}s "
+                f"({stats['buffered_records']} buffered)"
+            )
 
     def close(self) -> None:
         """Delivers what is buffered (for at most ``shutdown_timeout``) and
@@ -187,6 +211,7 @@ class TimberHandler(logging.Handler):
         self._engine.abandon()
         self._engine = self._new_engine()
         self._emit = self._engine.emit
+        self._dropped_reported = 0
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
