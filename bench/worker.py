@@ -73,16 +73,23 @@ def cpu_seconds() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def _status_kib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return float(line.split()[1])
+    return float("nan")
+
+
 def peak_rss_mib() -> float:
-    """Peak resident memory of this process so far (Linux: ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process so far: VmHWM, not ru_maxrss,
+    which on Linux keeps the parent's peak across fork and exec."""
+    return _status_kib("VmHWM") / 1024
 
 
 def rss_mib() -> float:
     """Resident memory now."""
-    with open("/proc/self/statm") as f:
-        pages = int(f.read().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    return _status_kib("VmRSS") / 1024
 
 
 def emit(**fields: Any) -> None:
