@@ -46,6 +46,26 @@ def test_unwinds_when_an_exception_leaves_the_block() -> None:
     assert frame_context() == {}
 
 
+def test_one_block_object_entered_by_several_tasks() -> None:
+    async def use(block: Any, name: str) -> tuple[str, Any]:
+        with block, timber.context(who={"name": name}):
+            await asyncio.sleep(0.01)
+            return name, timber.context.collapse()["who"]
+
+    async def main() -> list[tuple[str, Any]]:
+        shared = timber.context(req={"id": 1})
+        return await asyncio.gather(use(shared, "a"), use(shared, "b"))
+
+    for name, who in asyncio.run(main()):
+        assert who == {"name": name}
+    assert not timber.context.exists()
+
+
+def test_reserved_keys_raise_value_error() -> None:
+    with pytest.raises(ValueError, match="reserved"):
+        timber.context(runtime={"x": 1})
+
+
 def test_bad_arguments_raise_value_error() -> None:
     with pytest.raises(ValueError, match="keyword"):
         timber.context({"job": 1})

@@ -73,8 +73,9 @@ def test_ten_second_outage_loses_nothing_with_default_settings(logger: logging.L
     finally:
         up.close()
     assert h.dropcount == 0
-    # Not a benchmark: a call that waited on the network would take seconds.
-    assert slowest < 0.5
+    # Not a speed check: a call that waited on the network (connect and
+    # request timeouts are seconds) would exceed this bound many times over.
+    assert slowest < 1.0
 
 
 def test_server_error_storm_then_everything_arrives(

@@ -9,6 +9,7 @@ import logging
 import logging.config
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import redirect_stdout
 from typing import Any
@@ -165,7 +166,7 @@ def test_dict_config_handler_and_formatter(server: FaultServer) -> None:
         timber_handler.flush()
         [shipped] = server.frames
         printed = json.loads(out.getvalue())
-        assert printed == {**shipped, "dt": printed["dt"]}
+        assert printed == shipped
         assert shipped["event"] == {"ok": True}
     finally:
         for h in list(app.handlers):
@@ -245,8 +246,11 @@ def test_full_buffer_drops_and_counts_without_blocking(
     h = handler(server, max_buffer_bytes=2_000_000, buffer_capacity=100, timeout=1)
     logger.addHandler(h)
     payload = "y" * 10_000
+    started = time.monotonic()
     for i in range(400):
         logger.info("fill", extra={"p": payload, "i": i})
+    # Not a speed check: waiting for room would take the hang's 3 s or more.
+    assert time.monotonic() - started < 2.0
     assert h.dropcount > 0
     assert h.stats()["dropped_by_reason"]["buffer_full"] == h.dropcount
 
@@ -311,3 +315,91 @@ def test_without_raise_exceptions_flush_never_raises(
     logger.info("refused")
     h.flush()
     assert h.stats()["dropped_by_reason"]["rejected"] == 1
+
+
+def test_retry_after_zero_is_not_a_busy_loop(server: FaultServer, logger: logging.Logger) -> None:
+    server.add_script([Step(503, retry_after="0")] * 1000)
+    h = handler(server, retry_timeout=1.0, backoff_base=0.1, backoff_max=0.2)
+    logger.addHandler(h)
+    logger.info("throttled")
+    h._engine.flush(10.0)
+    # Backing off 0.1-0.2 s for 1 s: a handful of attempts, not thousands.
+    assert len(server.requests) < 30
+
+
+def test_record_bound_drops_and_counts(server: FaultServer, logger: logging.Logger) -> None:
+    server.add_script([Step("hang", seconds=3)] * 4)
+    h = handler(server, buffer_capacity=10, max_buffer_records=30, timeout=1)
+    logger.addHandler(h)
+    for i in range(100):
+        logger.info("n%d", i)
+    assert h.dropcount >= 70
+    assert h.stats()["buffered_records"] <= 30
+
+
+def test_python_code_that_mutates_the_record_never_raises(
+    server: FaultServer, logger: logging.Logger
+) -> None:
+    class Sneaky:
+        def __init__(self, record: logging.LogRecord, value: float) -> None:
+            self.record = record
+            self.value = value
+
+        def __float__(self) -> float:
+            for i in range(50):
+                setattr(self.record, f"added_{i}", i)
+            return self.value
+
+        def __index__(self) -> int:
+            return int(self.__float__())
+
+    def sneaky_filter(record: logging.LogRecord) -> bool:
+        record.created = Sneaky(record, record.created)  # type: ignore[assignment]
+        record.process = Sneaky(record, 4242)  # type: ignore[assignment]
+        return True
+
+    h = handler(server)
+    h.addFilter(sneaky_filter)
+    logger.addHandler(h)
+    logger.info("mutated while read")
+    h.flush()
+    [frame] = server.frames
+    assert frame["message"] == "mutated while read"
+
+
+@pytest.mark.parametrize(
+    "option", ["flush_timeout", "shutdown_timeout", "retry_timeout", "timeout", "flush_interval"]
+)
+def test_huge_durations_mean_forever_not_a_crash(
+    server: FaultServer, logger: logging.Logger, option: str
+) -> None:
+    kw: dict[str, Any] = {"flush_interval": 0.1, option: float(sys.maxsize)}
+    h = handler(server, **kw)
+    logger.addHandler(h)
+    logger.info("still fine")
+    assert h._engine.flush(30.0)
+    h.flush()
+    logger.removeHandler(h)
+    h.close()
+    assert [f["message"] for f in server.frames] == ["still fine"]
+
+
+def test_formatter_from_dict_config_class_form(server: FaultServer) -> None:
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "formatters": {"t": {"class": "timber.TimberFormatter", "format": "%(message)s"}},
+            "handlers": {"s": {"class": "logging.StreamHandler", "formatter": "t"}},
+            "loggers": {"class-form": {"handlers": ["s"], "level": "INFO"}},
+        }
+    )
+    lg = logging.getLogger("class-form")
+    out = io.StringIO()
+    lg.handlers[0].setStream(out)  # type: ignore[attr-defined]
+    try:
+        lg.info("via class", extra={"event": {"x": 1}})
+    finally:
+        lg.handlers.clear()
+    frame = json.loads(out.getvalue())
+    assert frame["message"] == "via class" and frame["event"] == {"x": 1}

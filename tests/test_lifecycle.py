@@ -14,6 +14,8 @@ import pytest
 import timber
 from fault_server import FaultServer, Step
 
+KEY = "key-that-must-never-be-printed"
+
 
 @pytest.fixture
 def server() -> Iterator[FaultServer]:
@@ -23,7 +25,7 @@ def server() -> Iterator[FaultServer]:
 
 
 def run(code: str, host: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TIMBER_HOST": host, "TIMBER_API_KEY": "k", "TIMBER_SOURCE_ID": "s"}
+    env = {**os.environ, "TIMBER_HOST": host, "TIMBER_API_KEY": KEY, "TIMBER_SOURCE_ID": "s"}
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         env=env,
@@ -82,7 +84,7 @@ def test_exit_is_bounded_when_the_endpoint_hangs(server: FaultServer) -> None:
     )
     assert proc.returncode == 0
     assert "1 of 1 records were not delivered" in proc.stderr
-    assert "k" not in proc.stderr.split("timber:")[-1].split()  # the key is never printed
+    assert KEY not in proc.stderr
 
 
 def test_exit_is_bounded_when_the_endpoint_is_down() -> None:
@@ -100,6 +102,60 @@ def test_exit_is_bounded_when_the_endpoint_is_down() -> None:
     assert proc.returncode == 0
     assert "10 of 10 records were not delivered" in proc.stderr
     assert proc.stderr.count("delivery to") <= 1
+    assert KEY not in proc.stderr
+
+
+def test_host_credentials_are_not_printed() -> None:
+    proc = run(
+        """
+        import logging, timber
+        log = logging.getLogger("creds")
+        log.addHandler(timber.TimberHandler(shutdown_timeout=0.5))
+        log.error("lost")
+        """,
+        "http://user:host-password@127.0.0.1:9",
+        timeout=30,
+    )
+    assert proc.returncode == 0
+    assert "delivery to http://127.0.0.1:9/sources/s/frames failed" in proc.stderr
+    assert "host-password" not in proc.stderr
+
+
+def test_logging_shutdown_waits_once_within_shutdown_timeout(server: FaultServer) -> None:
+    server.add_script([Step("hang", seconds=60)] * 10)
+    proc = run(
+        """
+        import logging, os, time, timber
+        log = logging.getLogger("bounded")
+        log.addHandler(timber.TimberHandler(shutdown_timeout=1, flush_timeout=30, timeout=60))
+        log.addHandler(timber.TimberHandler(shutdown_timeout=1, flush_timeout=30, timeout=60))
+        log.error("stuck")
+        start = time.monotonic()
+        logging.shutdown()
+        print(round(time.monotonic() - start))
+        os._exit(0)
+        """,
+        server.host,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # Not a speed check: without the bound it would wait 30 s and more.
+    assert int(proc.stdout) <= 5
+
+
+def test_a_constructor_that_raises_leaves_nothing_for_exit() -> None:
+    proc = run(
+        """
+        import logging.config, timber
+        try:
+            timber.TimberHandler(api_key="k", source_id="s", buffer_capacity=0)
+        except ValueError:
+            pass
+        """,
+        "http://127.0.0.1:9",
+    )
+    assert proc.returncode == 0
+    assert proc.stderr == ""
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX only")

@@ -9,9 +9,11 @@ __version__: str
 
 @final
 class Snapshot:
-    def __new__(cls, data: dict[str, Any]) -> Snapshot: ...
+    def __new__(cls, data: dict[str, Any], parent: Snapshot | None = None) -> Snapshot: ...
     @property
     def data(self) -> dict[str, Any]: ...
+    @property
+    def parent(self) -> Snapshot | None: ...
 
 @final
 class Engine:
@@ -24,6 +26,7 @@ class Engine:
         buffer_capacity: int,
         flush_interval: float,
         max_buffer_bytes: int,
+        max_buffer_records: int,
         drop_extra_events: bool,
         retry_timeout: float,
         timeout: float,

@@ -12,7 +12,8 @@ once with :meth:`TimberContext.set_global`.
 
 from __future__ import annotations
 
-from contextvars import ContextVar, Token
+import threading
+from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
 
@@ -21,12 +22,18 @@ from timber._engine import Snapshot
 __all__ = ["TimberContext"]
 
 
+#: Context keys the frame fills itself.
+RESERVED = ("runtime", "system")
+
+
 def _check(args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
     if args:
         raise ValueError(
             "context takes keyword arguments only, e.g. timber.context(user={'id': 123})"
         )
     for key, value in kwargs.items():
+        if key in RESERVED:
+            raise ValueError(f"context key {key!r} is reserved for timber's automatic context")
         if not isinstance(value, dict):
             raise ValueError(
                 f"context value for {key!r} must be a dict, got {type(value).__name__}: "
@@ -52,6 +59,7 @@ class TimberContext:
             f"timber_context_{id(self):x}", default=None
         )
         self._global: Snapshot | None = None
+        self._global_lock = threading.Lock()
 
     def __call__(self, *args: Any, **kwargs: Any) -> _Block:
         """``with context(job={'id': 123}):`` adds ``job`` to the context of
@@ -80,29 +88,33 @@ class TimberContext:
         outside any block and in blocks entered from now on (a block keeps
         the global context it started with)."""
         _check(args, kwargs)
-        base = self._global.data if self._global is not None else {}
-        self._global = Snapshot(_merge(base, kwargs))
+        with self._global_lock:
+            base = self._global.data if self._global is not None else {}
+            self._global = Snapshot(_merge(base, kwargs))
 
     def clear_global(self) -> None:
         """Removes all global context."""
-        self._global = None
+        with self._global_lock:
+            self._global = None
 
 
 class _Block:
-    """One ``with`` block of a context; re-entrant on different threads."""
+    """One ``with`` block of a context. The same block object may be entered
+    by several threads or tasks at once: each restores, on exit, what it
+    replaced in its own context."""
 
-    __slots__ = ("_context", "_tokens", "_update")
+    __slots__ = ("_context", "_update")
 
     def __init__(self, context: TimberContext, update: dict[str, dict[str, Any]]) -> None:
         self._context = context
         self._update = update
-        self._tokens: list[Token[Snapshot | None]] = []
 
     def __enter__(self) -> TimberContext:
         ctx = self._context
+        local = ctx._var.get()
         current = ctx._current()
         base = current.data if current is not None else {}
-        self._tokens.append(ctx._var.set(Snapshot(_merge(base, self._update))))
+        ctx._var.set(Snapshot(_merge(base, self._update), local))
         return ctx
 
     def __exit__(
@@ -111,12 +123,6 @@ class _Block:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        token = self._tokens.pop()
-        try:
-            self._context._var.reset(token)
-        except ValueError:
-            # Exited in another context than it was entered in (a generator
-            # resumed elsewhere): restore what it replaced there.
-            self._context._var.set(
-                token.old_value if token.old_value is not Token.MISSING else None
-            )
+        var = self._context._var
+        current = var.get()
+        var.set(current.parent if current is not None else None)

@@ -33,6 +33,12 @@ class TimberFormatter(logging.Formatter):
         include_extra_attributes: bool = True,
         **kwargs: Any,
     ) -> None:
+        if any(isinstance(a, str) for a in (context, json_default, json_encoder)):
+            # dictConfig's 'class' form calls Formatter(fmt, datefmt, style):
+            # those land here positionally. timber ignores fmt; keep them for
+            # logging.Formatter.
+            args = (context, json_default, json_encoder or "%", *args)
+            context = json_default = json_encoder = None
         super().__init__(*args, **kwargs)
         from timber import context as default_context
 
@@ -51,7 +57,9 @@ class TimberFormatter(logging.Formatter):
         if self.json_encoder is not None:
             try:
                 return self._format_with_encoder(record, self.json_encoder)
-            except (TypeError, ValueError, RecursionError):
+            except Exception:
+                # The user's encoder failed: timber's own conversion below
+                # never loses the record.
                 pass
         return _engine.format_json(
             record, self.context, self.include_extra_attributes, self.json_default

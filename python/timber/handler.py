@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import sys
 import weakref
 from typing import Any
 
@@ -23,8 +24,10 @@ DEFAULT_HOST = "https://logs.timber.io"
 DEFAULT_BUFFER_CAPACITY = 1000
 DEFAULT_FLUSH_INTERVAL = 2.0
 DEFAULT_MAX_BUFFER_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BUFFER_RECORDS = 500_000
 
 _live: weakref.WeakSet[TimberHandler] = weakref.WeakSet()
+_SHUTDOWN_CODE = logging.shutdown.__code__
 
 
 class DeliveryError(Exception):
@@ -73,6 +76,7 @@ class TimberHandler(logging.Handler):
         *,
         include_extra_attributes: bool = True,
         max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
+        max_buffer_records: int = DEFAULT_MAX_BUFFER_RECORDS,
         max_in_flight: int = 2,
         timeout: float = 10.0,
         retry_timeout: float = 300.0,
@@ -85,7 +89,9 @@ class TimberHandler(logging.Handler):
         spool_dir: str | os.PathLike[str] | None = None,
         spool_max_bytes: int = 256 * 1024 * 1024,
     ) -> None:
-        super().__init__(level=level)
+        # Everything is checked before logging.Handler.__init__ registers the
+        # handler for logging.shutdown: a constructor that raises leaves
+        # nothing half-built behind.
         from timber import context as default_context
 
         self.api_key = _credential(api_key, "api_key", "TIMBER_API_KEY")
@@ -104,6 +110,9 @@ class TimberHandler(logging.Handler):
         self.drop_extra_events = bool(drop_extra_events)
         self.include_extra_attributes = bool(include_extra_attributes)
         self.max_buffer_bytes = _number("max_buffer_bytes", max_buffer_bytes, integer=True)
+        self.max_buffer_records = _number(
+            "max_buffer_records", max_buffer_records, integer=True, minimum=1
+        )
         self.max_in_flight = _number("max_in_flight", max_in_flight, integer=True, minimum=1)
         self.timeout = _number("timeout", timeout)
         self.retry_timeout = _number("retry_timeout", retry_timeout)
@@ -125,6 +134,7 @@ class TimberHandler(logging.Handler):
         self._engine = self._new_engine()
         self._emit = self._engine.emit
         self._dropped_reported = 0
+        super().__init__(level=level)
         _live.add(self)
         _hook_multiprocessing()
 
@@ -138,6 +148,7 @@ class TimberHandler(logging.Handler):
             buffer_capacity=self.buffer_capacity,
             flush_interval=float(self.flush_interval),
             max_buffer_bytes=self.max_buffer_bytes,
+            max_buffer_records=self.max_buffer_records,
             drop_extra_events=self.drop_extra_events,
             retry_timeout=float(self.retry_timeout),
             timeout=float(self.timeout),
@@ -170,6 +181,10 @@ class TimberHandler(logging.Handler):
 
         With ``raise_exceptions=True``, raises :class:`DeliveryError` if the
         wait timed out or records were dropped since the last check."""
+        if sys._getframe(1).f_code is _SHUTDOWN_CODE:
+            # logging.shutdown() calls close() right after, which delivers
+            # within shutdown_timeout: waiting here too would wait twice.
+            return
         done = self._engine.flush(float(self.flush_timeout))
         if self.raise_exceptions:
             self._raise_delivery_problems(done)
@@ -190,8 +205,11 @@ class TimberHandler(logging.Handler):
     def close(self) -> None:
         """Delivers what is buffered (for at most ``shutdown_timeout``) and
         stops the sender threads. Records logged afterwards are dropped."""
+        self._close(float(self.shutdown_timeout))
+
+    def _close(self, timeout: float) -> None:
         try:
-            self._engine.close(float(self.shutdown_timeout))
+            self._engine.close(timeout)
         finally:
             _live.discard(self)
             super().close()
@@ -219,8 +237,17 @@ class TimberHandler(logging.Handler):
 
 
 def _close_all() -> None:
-    for handler in list(_live):
-        handler.close()
+    """Closes every handler at exit, within one shared deadline: the longest
+    shutdown_timeout among them, not their sum."""
+    import time
+
+    handlers = list(_live)
+    if not handlers:
+        return
+    deadline = time.monotonic() + max(float(h.shutdown_timeout) for h in handlers)
+    for handler in handlers:
+        left = max(0.0, min(float(handler.shutdown_timeout), deadline - time.monotonic()))
+        handler._close(left)
 
 
 def _after_fork_in_child() -> None:

@@ -28,6 +28,8 @@ pub struct Config {
     pub flush_interval: Duration,
     /// Byte budget of everything buffered.
     pub max_buffer_bytes: usize,
+    /// Record budget of everything buffered.
+    pub max_buffer_records: usize,
     /// How long one batch is retried before it is dropped.
     pub retry_timeout: Duration,
     /// Number of sender threads, each with one request in flight.
@@ -65,6 +67,10 @@ impl Config {
         if self.backoff.base.is_zero() || self.backoff.cap < self.backoff.base {
             return bad("backoff_base must be positive and at most backoff_max");
         }
+        if self.max_buffer_records < self.batch_records {
+            return bad("max_buffer_records must be at least buffer_capacity");
+        }
+        self.endpoint.proxy().map_err(EngineError::Invalid)?;
         if self.senders == 0 || self.senders > 64 {
             return bad("max_in_flight must be between 1 and 64");
         }
@@ -96,6 +102,7 @@ impl Engine {
             batch_records: config.batch_records,
             batch_bytes: MAX_REQUEST_BYTES,
             max_bytes: config.max_buffer_bytes,
+            max_records: config.max_buffer_records,
             flush_interval: config.flush_interval,
         };
         let spool = match &config.spool {
@@ -158,6 +165,12 @@ impl Engine {
             self.count(result);
         }
         result
+    }
+
+    /// Whether a full buffer makes [`Engine::push`] ask the caller to wait
+    /// (`drop_extra_events=False`) rather than drop the record.
+    pub fn waits_when_full(&self) -> bool {
+        self.block
     }
 
     /// Buffers one encoded record, waiting for room if the buffer is full

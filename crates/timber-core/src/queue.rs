@@ -27,6 +27,8 @@ pub struct Limits {
     pub batch_bytes: usize,
     /// Bytes held in all, filling, ready and in flight.
     pub max_bytes: usize,
+    /// Records held in all.
+    pub max_records: usize,
     /// Age at which a filling batch is sealed (`flush_interval`).
     pub flush_interval: Duration,
 }
@@ -85,6 +87,7 @@ struct State {
     filling_since: Option<Instant>,
     ready: VecDeque<Batch>,
     held_bytes: usize,
+    held_records: usize,
     next_seq: u64,
     unsettled: BTreeSet<u64>,
     in_flight_records: usize,
@@ -130,6 +133,9 @@ pub struct Queue {
     work: Condvar,
     /// Flushers and blocked producers wait here for batches to settle.
     settled: Condvar,
+    /// Senders backing off wait here, woken only by close and abort, so that
+    /// a new batch always wakes a sender that is free to take it.
+    stop: Condvar,
 }
 
 impl Queue {
@@ -144,6 +150,7 @@ impl Queue {
                 filling_since: None,
                 ready: VecDeque::new(),
                 held_bytes: MAX_ARRAY_HEADER,
+                held_records: 0,
                 next_seq: 0,
                 unsettled: BTreeSet::new(),
                 in_flight_records: 0,
@@ -152,6 +159,7 @@ impl Queue {
             }),
             work: Condvar::new(),
             settled: Condvar::new(),
+            stop: Condvar::new(),
         }
     }
 
@@ -201,7 +209,9 @@ impl Queue {
             return Push::TooLarge;
         }
         // Sealing reserves a new header, hence the second term.
-        if st.held_bytes + record.len() + MAX_ARRAY_HEADER > lim.max_bytes {
+        if st.held_bytes + record.len() + MAX_ARRAY_HEADER > lim.max_bytes
+            || st.held_records >= lim.max_records
+        {
             return Push::Full;
         }
         let mut wake = false;
@@ -218,6 +228,7 @@ impl Queue {
         st.filling_count += 1;
         st.next_seq += 1;
         st.held_bytes += record.len();
+        st.held_records += 1;
         if st.filling_count >= lim.batch_records {
             st.seal();
             wake = true;
@@ -286,6 +297,7 @@ impl Queue {
     pub fn settle(&self, batch: Batch) {
         let mut st = self.lock();
         st.held_bytes -= batch.held();
+        st.held_records -= batch.count;
         st.unsettled.remove(&batch.first_seq);
         st.in_flight_records -= batch.count;
         drop(st);
@@ -333,6 +345,7 @@ impl Queue {
         drop(st);
         self.work.notify_all();
         self.settled.notify_all();
+        self.stop.notify_all();
     }
 
     /// Waits until everything pushed is settled or `deadline` passes.
@@ -354,12 +367,14 @@ impl Queue {
         let mut left = Vec::new();
         while let Some(b) = st.ready.pop_front() {
             st.held_bytes -= b.held();
+            st.held_records -= b.count;
             st.unsettled.remove(&b.first_seq);
             left.push(b);
         }
         drop(st);
         self.work.notify_all();
         self.settled.notify_all();
+        self.stop.notify_all();
         (left, in_flight)
     }
 
@@ -384,7 +399,7 @@ impl Queue {
                 return true;
             }
             st = self
-                .work
+                .stop
                 .wait_timeout(st, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
@@ -396,11 +411,10 @@ impl Queue {
         self.lock().aborted
     }
 
-    /// Bytes and records currently held.
+    /// Bytes and records currently held (filling, ready and in flight).
     pub fn held(&self) -> (usize, usize) {
         let st = self.lock();
-        let records = st.filling_count + st.ready.iter().map(|b| b.count).sum::<usize>();
-        (st.held_bytes, records)
+        (st.held_bytes, st.held_records)
     }
 }
 
@@ -413,6 +427,7 @@ mod tests {
             batch_records,
             batch_bytes: 64,
             max_bytes,
+            max_records: usize::MAX,
             flush_interval: Duration::from_millis(20),
         }
     }
@@ -542,6 +557,43 @@ mod tests {
         q.settle(first);
     }
 
+    #[test]
+    fn a_sender_in_backoff_never_swallows_the_wake_up_of_an_idle_one() {
+        use std::sync::mpsc;
+        let q = std::sync::Arc::new(Queue::new(limits(1, 1 << 20)));
+        q.push(&rec(1));
+        let backing_off = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let b = q.next_batch().unwrap();
+                // A long backoff, cut short only by close.
+                q.pause(Duration::from_secs(60));
+                q.settle(b);
+            })
+        };
+        // Let it take the batch and start its backoff.
+        while q.held().1 != 1 || q.lock().ready.len() == 1 {
+            std::thread::yield_now();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        let (tx, rx) = mpsc::channel();
+        let idle = {
+            let q = q.clone();
+            std::thread::spawn(move || {
+                let b = q.next_batch().unwrap();
+                tx.send(decode(&b)).unwrap();
+                q.settle(b);
+            })
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        q.push(&rec(2));
+        // Delivered by the idle sender long before the backoff ends.
+        assert_eq!(rx.recv_timeout(Duration::from_secs(30)).unwrap(), [2]);
+        q.close();
+        backing_off.join().unwrap();
+        idle.join().unwrap();
+    }
+
     /// A model check: any interleaving of pushes and sends delivers every
     /// accepted record once, in order, within the limits.
     #[test]
@@ -558,6 +610,7 @@ mod tests {
                 batch_records: 1 + (next() % 8) as usize,
                 batch_bytes: 16 + (next() % 64) as usize,
                 max_bytes: 32 + (next() % 256) as usize,
+                max_records: 1 + (next() % 40) as usize,
                 flush_interval: Duration::ZERO,
             };
             let q = Queue::new(lim);
@@ -574,12 +627,14 @@ mod tests {
                 }
                 match q.push(&rec(i)) {
                     Push::Accepted => accepted.push(i),
-                    Push::Full => {
-                        assert!(q.held().0 + rec(i).len() + MAX_ARRAY_HEADER > lim.max_bytes)
-                    }
+                    Push::Full => assert!(
+                        q.held().0 + rec(i).len() + MAX_ARRAY_HEADER > lim.max_bytes
+                            || q.held().1 >= lim.max_records
+                    ),
                     other => panic!("round {round}: {other:?}"),
                 }
                 assert!(q.held().0 <= lim.max_bytes, "round {round}");
+                assert!(q.held().1 <= lim.max_records, "round {round}");
             }
             q.close();
             while let Some(b) = q.next_batch() {

@@ -82,9 +82,11 @@ impl Backoff {
     }
 
     /// The wait before retry `attempt` given the server's verdict: never
-    /// earlier than a `Retry-After` the server sent.
+    /// earlier than a `Retry-After` the server sent, nor than our own
+    /// backoff (a `Retry-After: 0` must not become a busy loop).
     pub fn wait(&self, attempt: u32, server: Option<Duration>, jitter: f64) -> Duration {
-        server.unwrap_or_else(|| self.delay(attempt, jitter))
+        let own = self.delay(attempt, jitter);
+        server.map_or(own, |s| s.max(own))
     }
 }
 
@@ -177,11 +179,12 @@ mod tests {
             let d = b.delay(attempt, j.next_f64());
             assert!(d <= Duration::from_secs(30));
         }
-        // The server's Retry-After is a floor.
+        // The server's Retry-After is a floor, and so is our own backoff.
         assert_eq!(
             b.wait(1, Some(Duration::from_secs(5)), 0.1),
             Duration::from_secs(5)
         );
+        assert_eq!(b.wait(2, Some(Duration::ZERO), 1.0), Duration::from_secs(1));
     }
 
     #[test]

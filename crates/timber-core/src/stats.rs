@@ -109,6 +109,13 @@ impl Stats {
         self.dropped[why as usize].fetch_add(n, Relaxed);
     }
 
+    /// Takes back `n` records counted as dropped for `why` (a batch given
+    /// up at close whose request then completed).
+    pub fn undrop(&self, why: Reason, n: u64) {
+        let counter = &self.dropped[why as usize];
+        let _ = counter.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
+    }
+
     /// Records dropped for `why` so far.
     pub fn dropped(&self, why: Reason) -> u64 {
         self.dropped[why as usize].load(Relaxed)

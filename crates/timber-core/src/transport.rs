@@ -28,6 +28,32 @@ pub struct Endpoint {
     pub ca_certs: Option<Arc<Vec<Certificate<'static>>>>,
 }
 
+impl Endpoint {
+    /// The URL without any `user:password@`, for messages.
+    pub fn display_url(&self) -> String {
+        match self.url.split_once("://") {
+            Some((scheme, rest)) => {
+                let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                let host = authority.rsplit('@').next().unwrap_or(authority);
+                format!("{scheme}://{host}{path}")
+            }
+            None => self.url.clone(),
+        }
+    }
+
+    /// The proxy requests go through, from the environment; an error for a
+    /// proxy setting that cannot be used (never silently bypassed).
+    pub fn proxy(&self) -> Result<Option<ureq::Proxy>, String> {
+        match proxy_for(&self.url, |k| std::env::var(k).ok()) {
+            None => Ok(None),
+            Some(p) => match ureq::Proxy::new(&p) {
+                Ok(proxy) => Ok(Some(proxy)),
+                Err(e) => Err(format!("invalid proxy setting {p:?}: {e}")),
+            },
+        }
+    }
+}
+
 /// Reads the certificates of a PEM CA bundle.
 pub fn load_ca_bundle(pem: &[u8]) -> Result<Vec<Certificate<'static>>, String> {
     let mut certs = Vec::new();
@@ -74,8 +100,8 @@ impl Transport {
             Some(certs) => RootCerts::Specific(certs.clone()),
             None => RootCerts::PlatformVerifier,
         };
-        let proxy = proxy_for(&endpoint.url, |k| std::env::var(k).ok())
-            .and_then(|p| ureq::Proxy::new(&p).ok());
+        // A bad proxy setting was refused when the engine was made.
+        let proxy = endpoint.proxy().ok().flatten();
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .tls_config(TlsConfig::builder().root_certs(roots).build())
             .proxy(proxy)

@@ -115,7 +115,7 @@ impl Sender {
         shared.reporter.report(Problem::Delivery, || {
             format!(
                 "{} refused a batch of {count} records ({outcome:?}); it was dropped, not retried",
-                shared.endpoint.url
+                shared.endpoint.display_url()
             )
         });
     }
@@ -150,13 +150,21 @@ impl Sender {
         for attempt in 1u32.. {
             let (outcome, wire_bytes) = self.send(shared, batch.body());
             let verdict = classify(&outcome, SystemTime::now());
-            if verdict == Verdict::Delivered {
-                Self::delivered(shared, count, wire_bytes);
-                return;
+            if verdict != Verdict::Delivered {
+                stats.failed_attempts.fetch_add(1, Relaxed);
             }
-            stats.failed_attempts.fetch_add(1, Relaxed);
+            if matches!(verdict, Verdict::Delivered | Verdict::Rejected)
+                && shared.queue.is_aborted()
+            {
+                // Close gave up on this batch and counted it lost; it was not.
+                stats.undrop(Reason::Shutdown, count);
+            }
             let Verdict::Retry(server_wait) = verdict else {
-                Self::rejected(shared, count, &outcome);
+                if verdict == Verdict::Delivered {
+                    Self::delivered(shared, count, wire_bytes);
+                } else {
+                    Self::rejected(shared, count, &outcome);
+                }
                 return;
             };
             report_retry(shared, &outcome);
@@ -174,7 +182,7 @@ impl Sender {
                 shared.reporter.report(Problem::Delivery, || {
                     format!(
                         "gave up on a batch of {count} records after {attempt} attempts to {} ({outcome:?})",
-                        shared.endpoint.url
+                        shared.endpoint.display_url()
                     )
                 });
                 return;
@@ -240,7 +248,7 @@ fn report_retry(shared: &Shared, outcome: &Outcome) {
     shared.reporter.report(Problem::Delivery, || {
         format!(
             "delivery to {} failed ({outcome:?}); retrying with backoff",
-            shared.endpoint.url
+            shared.endpoint.display_url()
         )
     });
 }

@@ -7,18 +7,21 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use timber_core::value::{Builder, Value};
 
-/// A merged context: the engine's copy of its values, and the dict itself.
+/// A merged context: the engine's copy of its values, the dict itself, and
+/// the snapshot it was merged onto (restored when its block exits).
 #[pyclass(name = "Snapshot", module = "timber._engine", frozen)]
 pub struct PySnapshot {
     /// Top-level context keys and their values, in order.
     pub entries: Vec<(Box<str>, Value)>,
     data: Py<PyDict>,
+    parent: Option<Py<PySnapshot>>,
 }
 
 #[pymethods]
 impl PySnapshot {
     #[new]
-    fn new(data: &Bound<'_, PyDict>) -> Self {
+    #[pyo3(signature = (data, parent = None))]
+    fn new(data: &Bound<'_, PyDict>, parent: Option<Py<PySnapshot>>) -> Self {
         let mut walker = Walker::new(None);
         let entries = data
             .iter()
@@ -35,7 +38,14 @@ impl PySnapshot {
         Self {
             entries,
             data: data.clone().unbind(),
+            parent,
         }
+    }
+
+    /// The snapshot active before this one's block was entered.
+    #[getter]
+    fn parent(&self, py: Python<'_>) -> Option<Py<PySnapshot>> {
+        self.parent.as_ref().map(|p| p.clone_ref(py))
     }
 
     /// The merged context as the dict it was built from.

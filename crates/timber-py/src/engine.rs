@@ -24,8 +24,17 @@ thread_local! {
     static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
 }
 
+/// Longest duration taken from Python: longer ones mean "forever" and are
+/// cut here, where adding them to a clock cannot overflow.
+const MAX_SECONDS: f64 = 10.0 * 365.0 * 24.0 * 3600.0;
+
+/// Largest encoding buffer kept for the next record of a thread.
+const SCRATCH_KEEP: usize = 1 << 20;
+
 /// Seconds from Python into a duration, refusing negatives and NaN.
 pub fn seconds(name: &str, v: f64) -> PyResult<Duration> {
+    // NaN.min(x) is x: refuse NaN before clamping.
+    let v = if v.is_nan() { v } else { v.min(MAX_SECONDS) };
     Duration::try_from_secs_f64(v).map_err(|_| {
         PyValueError::new_err(format!(
             "{name} must be a non-negative number of seconds, got {v}"
@@ -56,12 +65,43 @@ impl PyEngine {
         // Only `Drop` takes it out.
         self.engine.as_ref().expect("engine present until drop")
     }
+
+    fn encode_and_push(
+        &self,
+        py: Python<'_>,
+        engine: &Engine,
+        record: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let snapshot = current(self.var.bind(py), self.context.bind(py));
+        let mut sink = Msgpack {
+            buf: SCRATCH.take(),
+        };
+        sink.buf.clear();
+        let written = write_record(
+            &mut sink,
+            record,
+            snapshot.as_ref(),
+            self.options,
+            &mut Walker::new(None),
+        );
+        if written.is_ok() && engine.push(&sink.buf) == Push::Full && engine.waits_when_full() {
+            // Only with drop_extra_events=False: wait for room without
+            // holding the GIL the application needs.
+            let buf = &sink.buf;
+            py.detach(|| engine.push_wait(buf));
+        }
+        if sink.buf.capacity() <= SCRATCH_KEEP {
+            SCRATCH.set(sink.buf);
+        }
+        written
+    }
 }
 
 #[pymethods]
 impl PyEngine {
     #[new]
     #[pyo3(signature = (*, url, api_key, context, buffer_capacity, flush_interval, max_buffer_bytes,
+        max_buffer_records,
         drop_extra_events, retry_timeout, timeout, max_in_flight, include_extra_attributes,
         raise_exceptions, compression = "gzip", ca_bundle = None, backoff_base = 0.5,
         backoff_max = 30.0, spool_dir = None, spool_max_bytes = 268_435_456))]
@@ -73,6 +113,7 @@ impl PyEngine {
         buffer_capacity: usize,
         flush_interval: f64,
         max_buffer_bytes: usize,
+        max_buffer_records: usize,
         drop_extra_events: bool,
         retry_timeout: f64,
         timeout: f64,
@@ -117,6 +158,7 @@ impl PyEngine {
             batch_records: buffer_capacity,
             flush_interval: seconds("flush_interval", flush_interval)?,
             max_buffer_bytes,
+            max_buffer_records,
             block: !drop_extra_events,
             retry_timeout: seconds("retry_timeout", retry_timeout)?,
             senders: max_in_flight,
@@ -146,40 +188,22 @@ impl PyEngine {
             return Ok(());
         }
         let engine = self.engine();
-        let snapshot = current(self.var.bind(py), self.context.bind(py));
-        let mut sink = Msgpack {
-            buf: SCRATCH.take(),
+        // A panic here would reach the caller as PanicException: logging
+        // must not do that, so it is caught and counted like any error.
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.encode_and_push(py, engine, record)
+        }));
+        let error = match outcome {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => internal("timber: the record could not be encoded (internal error)"),
         };
-        sink.buf.clear();
-        let written = write_record(
-            &mut sink,
-            record,
-            snapshot.as_ref(),
-            self.options,
-            &mut Walker::new(None),
-        );
-        let result = match written {
-            Ok(()) => {
-                let first = engine.push(&sink.buf);
-                if first == Push::Full {
-                    // Only with drop_extra_events=False: wait for room
-                    // without holding the GIL the application needs.
-                    let buf = &sink.buf;
-                    py.detach(|| engine.push_wait(buf));
-                }
-                Ok(())
-            }
-            Err(e) => {
-                engine.drop_records(Reason::Error, 1);
-                if self.raise_exceptions {
-                    Err(e)
-                } else {
-                    Ok(())
-                }
-            }
-        };
-        SCRATCH.set(sink.buf);
-        result
+        engine.drop_records(Reason::Error, 1);
+        if self.raise_exceptions {
+            Err(error)
+        } else {
+            Ok(())
+        }
     }
 
     /// Sends everything buffered and waits, at most `timeout` seconds, until

@@ -110,7 +110,10 @@ fn read<'py>(record: &Bound<'py, PyAny>, include_extra_attributes: bool) -> PyRe
         fields: Default::default(),
         extras: Vec::new(),
     };
-    for (k, v) in dict.iter() {
+    // Taken whole first: extracting values below runs Python code
+    // (`__float__`, `__index__`) that may change the dict.
+    let items: Vec<_> = dict.iter().collect();
+    for (k, v) in items {
         let Ok(key) = k.cast::<PyString>() else {
             continue;
         };

@@ -24,19 +24,27 @@ fn format_json(
     let py = record.py();
     let var = context.getattr(pyo3::intern!(py, "_var"))?;
     let snapshot = context::current(&var, context);
-    let mut sink = timber_core::encode::Json::new();
     let options = frame::Options {
         include_extra_attributes,
         extras,
     };
-    frame::write_record(
-        &mut sink,
-        record,
-        snapshot.as_ref(),
-        options,
-        &mut convert::Walker::new(json_default),
-    )?;
-    String::from_utf8(sink.buf).map_err(|_| engine::internal("frame is not UTF-8"))
+    // As in emit: a panic must not escape into the application.
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut sink = timber_core::encode::Json::new();
+        frame::write_record(
+            &mut sink,
+            record,
+            snapshot.as_ref(),
+            options,
+            &mut convert::Walker::new(json_default),
+        )?;
+        String::from_utf8(sink.buf).map_err(|_| engine::internal("frame is not UTF-8"))
+    }))
+    .unwrap_or_else(|_| {
+        Err(engine::internal(
+            "the record could not be formatted (internal error)",
+        ))
+    })
 }
 
 /// The extras of a record, as `(name, value)` pairs in frame order.
