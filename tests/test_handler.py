@@ -403,3 +403,17 @@ def test_formatter_from_dict_config_class_form(server: FaultServer) -> None:
         lg.handlers.clear()
     frame = json.loads(out.getvalue())
     assert frame["message"] == "via class" and frame["event"] == {"x": 1}
+
+
+def test_a_record_too_large_for_a_request_is_cut_not_lost(
+    server: FaultServer, logger: logging.Logger
+) -> None:
+    h = handler(server)
+    logger.addHandler(h)
+    logger.info("huge", extra={"blob": "x" * 3_000_000, "keep": {"id": 1}})
+    h.flush()
+    [frame] = server.frames
+    assert frame["keep"] == {"id": 1}
+    assert frame["blob"].endswith("… [truncated 2983616 bytes]")
+    assert all(r.size <= 1_000_000 for r in server.requests)
+    assert h.stats()["dropped"] == 0

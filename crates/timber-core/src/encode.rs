@@ -42,6 +42,53 @@ pub trait Sink {
     }
 }
 
+/// Cuts every string longer than `max` bytes, marking the cut, so that a
+/// record too large for a request still goes out, shortened, instead of
+/// being dropped.
+#[derive(Debug)]
+pub struct Truncating<S> {
+    /// The sink written to.
+    pub inner: S,
+    /// Longest string kept whole, in bytes.
+    pub max: usize,
+}
+
+impl<S: Sink> Sink for Truncating<S> {
+    fn nil(&mut self) {
+        self.inner.nil();
+    }
+    fn bool(&mut self, v: bool) {
+        self.inner.bool(v);
+    }
+    fn int(&mut self, v: i64) {
+        self.inner.int(v);
+    }
+    fn uint(&mut self, v: u64) {
+        self.inner.uint(v);
+    }
+    fn finite_float(&mut self, v: f64) {
+        self.inner.finite_float(v);
+    }
+    fn str(&mut self, v: &str) {
+        if v.len() <= self.max {
+            return self.inner.str(v);
+        }
+        let mut cut = self.max;
+        while !v.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        let dropped = v.len() - cut;
+        self.inner
+            .str(&format!("{}… [truncated {dropped} bytes]", &v[..cut]));
+    }
+    fn array(&mut self, len: usize) {
+        self.inner.array(len);
+    }
+    fn map(&mut self, len: usize) {
+        self.inner.map(len);
+    }
+}
+
 /// Writes msgpack into a growable buffer.
 #[derive(Debug, Default)]
 pub struct Msgpack {
@@ -257,6 +304,21 @@ mod tests {
         let mut direct = Json::new();
         sample(&mut direct);
         assert_eq!(j.buf, direct.buf);
+    }
+
+    #[test]
+    fn truncating_cuts_long_strings_at_char_boundaries() {
+        let mut t = Truncating {
+            inner: Json::new(),
+            max: 4,
+        };
+        t.array(2);
+        t.str("héllo world");
+        t.str("ok");
+        assert_eq!(
+            String::from_utf8(t.inner.buf).unwrap(),
+            r#"["hél… [truncated 8 bytes]","ok"]"#
+        );
     }
 
     #[test]

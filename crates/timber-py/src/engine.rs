@@ -11,8 +11,8 @@ use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use timber_core::compress::Compression;
-use timber_core::encode::Msgpack;
-use timber_core::queue::Push;
+use timber_core::encode::{Msgpack, Truncating, MAX_ARRAY_HEADER};
+use timber_core::queue::{Push, MAX_REQUEST_BYTES};
 use timber_core::retry::Backoff;
 use timber_core::stats::Reason;
 use timber_core::transport::{load_ca_bundle, Endpoint};
@@ -27,6 +27,9 @@ thread_local! {
 /// Longest duration taken from Python: longer ones mean "forever" and are
 /// cut here, where adding them to a clock cannot overflow.
 const MAX_SECONDS: f64 = 10.0 * 365.0 * 24.0 * 3600.0;
+
+/// Longest string kept whole in a record that is too large for a request.
+const TRUNCATE_STRINGS_AT: usize = 16 * 1024;
 
 /// Largest encoding buffer kept for the next record of a thread.
 const SCRATCH_KEEP: usize = 1 << 20;
@@ -77,13 +80,30 @@ impl PyEngine {
             buf: SCRATCH.take(),
         };
         sink.buf.clear();
-        let written = write_record(
+        let mut written = write_record(
             &mut sink,
             record,
             snapshot.as_ref(),
             self.options,
             &mut Walker::new(None),
         );
+        if written.is_ok() && sink.buf.len() + MAX_ARRAY_HEADER > MAX_REQUEST_BYTES {
+            // Too large for any request: send it with its long strings cut
+            // rather than lose it.
+            let mut cut = Truncating {
+                inner: Msgpack::default(),
+                max: TRUNCATE_STRINGS_AT,
+            };
+            written = write_record(
+                &mut cut,
+                record,
+                snapshot.as_ref(),
+                self.options,
+                &mut Walker::new(None),
+            );
+            sink.buf.clear();
+            sink.buf.extend_from_slice(&cut.inner.buf);
+        }
         if written.is_ok() && engine.push(&sink.buf) == Push::Full && engine.waits_when_full() {
             // Only with drop_extra_events=False: wait for room without
             // holding the GIL the application needs.
