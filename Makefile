@@ -44,5 +44,13 @@ bench: build
 bench-quick: build
 	$(PY) bench/run.py --quick
 
+# Coverage-guided fuzzing of the collector's body decoders (libFuzzer).
+# cargo-fuzz wants nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain
+# accept them. FUZZ_SECONDS bounds the run.
+FUZZ_SECONDS ?= 60
+fuzz:
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	cd fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run body -- -max_total_time=$(FUZZ_SECONDS)
+
 clean:
 	rm -rf $(VENV) target
