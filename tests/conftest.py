@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from fault_server import FaultServer
 
 # Loopback only: never route test traffic through a proxy from the environment.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -120,3 +123,23 @@ def start_collector(tmp_path: Path) -> Iterator[Callable[..., Collector]]:
 def collector(start_collector: Callable[..., Collector]) -> Collector:
     """A collector with default settings and `--quiet`."""
     return start_collector("--quiet")
+
+
+@pytest.fixture
+def server() -> Iterator[FaultServer]:
+    """A scripted endpoint on 127.0.0.1 (see fault_server.py)."""
+    s = FaultServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def logger() -> Iterator[logging.Logger]:
+    """A logger of its own for one test; its handlers are closed after."""
+    lg = logging.getLogger(f"test.{id(object())}")
+    lg.setLevel(logging.DEBUG)
+    lg.propagate = False
+    yield lg
+    for h in list(lg.handlers):
+        lg.removeHandler(h)
+        h.close()

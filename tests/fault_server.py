@@ -18,6 +18,13 @@ from typing import Any
 import msgpack
 
 
+def free_port() -> int:
+    """A loopback port nothing listens on (for now)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @dataclass
 class Request:
     path: str

@@ -15,35 +15,14 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 import timber
-from fault_server import FaultServer, Step
+from fault_server import FaultServer, Step, free_port
 
 FAST = {"backoff_base": 0.05, "backoff_max": 0.5, "flush_interval": 0.1}
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    s = FaultServer()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def logger() -> Iterator[logging.Logger]:
-    lg = logging.getLogger(f"delivery.{id(object())}")
-    lg.setLevel(logging.DEBUG)
-    lg.propagate = False
-    yield lg
-    for h in list(lg.handlers):
-        lg.removeHandler(h)
-        h.close()
 
 
 def attach(logger: logging.Logger, host: str, **kw: Any) -> timber.TimberHandler:
@@ -191,12 +170,6 @@ def test_multiprocessing_with_fork(server: FaultServer) -> None:
     assert [f["who"] for f in frames].count("parent") == 1
     for n in range(4):
         assert sorted(f["i"] for f in frames if f["who"] == f"worker-{n}") == list(range(50))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_gunicorn_preload_with_several_workers(server: FaultServer, tmp_path: Path) -> None:

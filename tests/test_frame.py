@@ -8,22 +8,12 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 import timber
 from fault_server import FaultServer
 
 DT = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    s = FaultServer()
-    yield s
-    s.close()
 
 
 def make_record(

@@ -10,7 +10,6 @@ import logging.config
 import socket
 import sys
 import time
-from collections.abc import Iterator
 from contextlib import redirect_stdout
 from typing import Any
 
@@ -18,24 +17,6 @@ import pytest
 
 import timber
 from fault_server import FaultServer, Step
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    s = FaultServer()
-    yield s
-    s.close()
-
-
-@pytest.fixture
-def logger() -> Iterator[logging.Logger]:
-    lg = logging.getLogger(f"test.{id(object())}")
-    lg.setLevel(logging.DEBUG)
-    lg.propagate = False
-    yield lg
-    for h in list(lg.handlers):
-        lg.removeHandler(h)
-        h.close()
 
 
 def handler(server: FaultServer, **kw: Any) -> timber.TimberHandler:

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 
 import pytest
 
@@ -15,13 +14,6 @@ import timber
 from fault_server import FaultServer, Step
 
 KEY = "key-that-must-never-be-printed"
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    s = FaultServer()
-    yield s
-    s.close()
 
 
 def run(code: str, host: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:

@@ -4,7 +4,6 @@ system's store, proxies from the environment, compressed bodies."""
 from __future__ import annotations
 
 import logging
-import socket
 import ssl
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import trustme
 
 import timber
 from conftest import Collector
-from fault_server import ConnectProxy, FaultServer
+from fault_server import ConnectProxy, FaultServer, free_port
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +32,6 @@ def tls_server(ca: trustme.CA) -> Iterator[FaultServer]:
     server = FaultServer(tls=context)
     yield server
     server.close()
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    s = FaultServer()
-    yield s
-    s.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def ship(host: str, **kw: Any) -> timber.TimberHandler:

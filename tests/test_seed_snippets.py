@@ -9,18 +9,8 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
-
-import pytest
 
 from fault_server import FaultServer
-
-
-@pytest.fixture
-def server() -> Iterator[FaultServer]:
-    s = FaultServer()
-    yield s
-    s.close()
 
 
 def run(server: FaultServer, code: str) -> subprocess.CompletedProcess[str]:

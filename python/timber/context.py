@@ -98,6 +98,18 @@ class TimberContext:
             self._global = None
 
 
+def resolve(context: TimberContext | None) -> TimberContext:
+    """The context a handler or formatter uses: ``timber.context`` unless
+    another ``TimberContext`` is given."""
+    if context is None:
+        from timber import context as default_context
+
+        return default_context
+    if not isinstance(context, TimberContext):
+        raise ValueError(f"context must be a timber.TimberContext, got {type(context).__name__}")
+    return context
+
+
 class _Block:
     """One ``with`` block of a context. The same block object may be entered
     by several threads or tasks at once: each restores, on exit, what it

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from timber import _engine
-from timber.context import TimberContext
+from timber.context import TimberContext, resolve
 
 __all__ = ["Formatter", "TimberFormatter"]
 
@@ -40,15 +40,7 @@ class TimberFormatter(logging.Formatter):
             args = (context, json_default, json_encoder or "%", *args)
             context = json_default = json_encoder = None
         super().__init__(*args, **kwargs)
-        from timber import context as default_context
-
-        if context is None:
-            context = default_context
-        if not isinstance(context, TimberContext):
-            raise ValueError(
-                f"context must be a timber.TimberContext, got {type(context).__name__}"
-            )
-        self.context = context
+        self.context = resolve(context)
         self.json_default = json_default
         self.json_encoder = json_encoder
         self.include_extra_attributes = include_extra_attributes

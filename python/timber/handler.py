@@ -16,7 +16,7 @@ import weakref
 from typing import Any
 
 from timber import _engine
-from timber.context import TimberContext
+from timber.context import TimberContext, resolve
 
 __all__ = ["DEFAULT_HOST", "DeliveryError", "TimberHandler"]
 
@@ -92,18 +92,10 @@ class TimberHandler(logging.Handler):
         # Everything is checked before logging.Handler.__init__ registers the
         # handler for logging.shutdown: a constructor that raises leaves
         # nothing half-built behind.
-        from timber import context as default_context
-
         self.api_key = _credential(api_key, "api_key", "TIMBER_API_KEY")
         self.source_id = _credential(source_id, "source_id", "TIMBER_SOURCE_ID")
         self.host = host or os.environ.get("TIMBER_HOST") or DEFAULT_HOST
-        if context is None:
-            context = default_context
-        if not isinstance(context, TimberContext):
-            raise ValueError(
-                f"context must be a timber.TimberContext, got {type(context).__name__}"
-            )
-        self.context = context
+        self.context = resolve(context)
         self.buffer_capacity = _number("buffer_capacity", buffer_capacity, integer=True, minimum=1)
         self.flush_interval = _number("flush_interval", flush_interval)
         self.raise_exceptions = bool(raise_exceptions)

@@ -15,7 +15,7 @@ use crate::spool::Spool;
 use crate::stats::{Problem, Reason, Reporter, Stats};
 use crate::transport::{Endpoint, Transport};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, TryLockError};
 use std::time::{Duration, Instant, SystemTime};
 
 /// What the senders share with the engine.
@@ -141,8 +141,10 @@ impl Sender {
         let stats = &shared.stats;
         let count = batch.count as u64;
         let mut spool = shared.spool.as_ref();
-        // Behind a backlog on disk: join its end, to keep the order.
+        // Behind a backlog on disk, or a replay in progress: join the end of
+        // the spool, to keep the order.
         if let Some(s) = spool {
+            let _replay = shared.replay.lock().unwrap_or_else(|e| e.into_inner());
             if !s.is_empty() && Self::spool(shared, s, batch) {
                 return;
             }
@@ -198,8 +200,12 @@ impl Sender {
     /// Sends the oldest spooled batch if it is time and no other sender is
     /// replaying; returns when to try again.
     fn replay(&mut self, shared: &Shared, spool: &Spool) -> Option<Instant> {
-        let Ok(mut state) = shared.replay.try_lock() else {
-            return Some(Instant::now() + Duration::from_millis(100));
+        let mut state = match shared.replay.try_lock() {
+            Ok(state) => state,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => {
+                return Some(Instant::now() + Duration::from_millis(100));
+            }
         };
         if Instant::now() < state.next_attempt {
             return Some(state.next_attempt);
