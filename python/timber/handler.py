@@ -157,6 +157,9 @@ class TimberHandler(logging.Handler):
 
     def handle(self, record: logging.LogRecord) -> Any:
         # No handler lock: the engine is thread-safe, and emit never blocks.
+        if not self.filters:
+            self._emit(record)
+            return record
         rv = self.filter(record)
         if isinstance(rv, logging.LogRecord):
             record = rv

@@ -56,13 +56,14 @@ impl PySnapshot {
 }
 
 /// The snapshot active for a context object (a `timber.TimberContext`): the
-/// one set in the current thread or task, else the global one.
+/// one set in the current thread or task, else the global one. `get` is its
+/// `ContextVar`'s bound `get` method.
 pub fn current<'py>(
-    var: &Bound<'py, PyAny>,
+    get: &Bound<'py, PyAny>,
     context: &Bound<'py, PyAny>,
 ) -> Option<Bound<'py, PySnapshot>> {
-    let py = var.py();
-    let snap = var.call_method1(intern!(py, "get"), (py.None(),)).ok()?;
+    let py = get.py();
+    let snap = get.call1((py.None(),)).ok()?;
     let snap = if snap.is_none() {
         context.getattr(intern!(py, "_global")).ok()?
     } else {

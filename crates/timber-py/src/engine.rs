@@ -57,7 +57,8 @@ fn engine_error(e: EngineError) -> PyErr {
 pub struct PyEngine {
     engine: Option<Engine>,
     context: Py<PyAny>,
-    var: Py<PyAny>,
+    /// The bound `get` of the context's `ContextVar`, looked up once.
+    var_get: Py<PyAny>,
     options: Options,
     raise_exceptions: bool,
     abandoned: AtomicBool,
@@ -75,7 +76,7 @@ impl PyEngine {
         engine: &Engine,
         record: &Bound<'_, PyAny>,
     ) -> PyResult<()> {
-        let snapshot = current(self.var.bind(py), self.context.bind(py));
+        let snapshot = current(self.var_get.bind(py), self.context.bind(py));
         let mut sink = Msgpack {
             buf: SCRATCH.take(),
         };
@@ -164,8 +165,9 @@ impl PyEngine {
                 Some(std::sync::Arc::new(certs))
             }
         };
-        let var = context
+        let var_get = context
             .getattr(intern!(context.py(), "_var"))
+            .and_then(|var| var.getattr(intern!(context.py(), "get")))
             .map_err(|_| PyValueError::new_err("context must be a timber.TimberContext"))?;
         let config = Config {
             endpoint: Endpoint {
@@ -191,7 +193,7 @@ impl PyEngine {
         Ok(Self {
             engine: Some(Engine::new(config).map_err(engine_error)?),
             context: context.clone().unbind(),
-            var: var.unbind(),
+            var_get: var_get.unbind(),
             options: Options {
                 include_extra_attributes,
                 extras: true,

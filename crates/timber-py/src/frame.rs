@@ -68,6 +68,72 @@ fn is_plain_log_record(record: &Bound<'_, PyAny>) -> bool {
     cls.is_ok_and(|c| record.get_type().is(c.bind(py)))
 }
 
+/// What a key of a record's `__dict__` holds.
+#[derive(Debug, Clone, Copy)]
+enum Key {
+    Slot(usize),
+    Created,
+    Process,
+    Standard,
+}
+
+/// The standard keys, in the order `LogRecord.__init__` sets them, as the
+/// interned strings its `__dict__` holds: most keys are recognised by one
+/// pointer comparison with the entry at their position.
+static KEYS: PyOnceLock<Vec<(Py<PyString>, Key)>> = PyOnceLock::new();
+
+fn known_keys(py: Python<'_>) -> &'static [(Py<PyString>, Key)] {
+    KEYS.get_or_init(py, || {
+        [
+            "name",
+            "msg",
+            "args",
+            "levelname",
+            "levelno",
+            "pathname",
+            "filename",
+            "module",
+            "exc_info",
+            "exc_text",
+            "stack_info",
+            "lineno",
+            "funcName",
+            "created",
+            "msecs",
+            "relativeCreated",
+            "thread",
+            "threadName",
+            "processName",
+            "process",
+            "taskName",
+            "message",
+            "asctime",
+        ]
+        .into_iter()
+        .map(|name| (PyString::intern(py, name).unbind(), classify_key(name)))
+        .collect()
+    })
+}
+
+fn classify_key(name: &str) -> Key {
+    match name {
+        "created" => Key::Created,
+        "process" => Key::Process,
+        "levelname" => Key::Slot(LEVELNAME),
+        "msg" => Key::Slot(MSG),
+        "args" => Key::Slot(ARGS),
+        "funcName" => Key::Slot(FUNC),
+        "filename" => Key::Slot(FILE),
+        "lineno" => Key::Slot(LINE),
+        "thread" => Key::Slot(THREAD),
+        "threadName" => Key::Slot(THREAD_NAME),
+        "name" => Key::Slot(NAME),
+        "processName" => Key::Slot(PROCESS_NAME),
+        "exc_info" => Key::Slot(EXC_INFO),
+        _ => Key::Standard,
+    }
+}
+
 /// Attributes every `LogRecord` has, or that formatters add; anything else
 /// in `__dict__` came from `extra=` (or a record factory).
 fn is_standard(key: &str) -> bool {
@@ -113,45 +179,42 @@ fn read<'py>(record: &Bound<'py, PyAny>, include_extra_attributes: bool) -> PyRe
     // Taken whole first: extracting values below runs Python code
     // (`__float__`, `__index__`) that may change the dict.
     let items: Vec<_> = dict.iter().collect();
-    for (k, v) in items {
-        let Ok(key) = k.cast::<PyString>() else {
-            continue;
-        };
-        let key = str_text(key);
-        let slot = match &*key {
-            "created" => {
-                parts.created = v.extract::<f64>().ok();
-                continue;
-            }
-            "process" => {
-                parts.pid = v.extract::<i64>().ok();
-                continue;
-            }
-            "levelname" => LEVELNAME,
-            "msg" => MSG,
-            "args" => ARGS,
-            "funcName" => FUNC,
-            "filename" => FILE,
-            "lineno" => LINE,
-            "thread" => THREAD,
-            "threadName" => THREAD_NAME,
-            "name" => NAME,
-            "processName" => PROCESS_NAME,
-            "exc_info" => EXC_INFO,
-            name if is_standard(name) => continue,
-            name => {
-                if include_extra_attributes || v.is_instance_of::<PyDict>() {
-                    let name = if RESERVED_KEYS.contains(&name) {
-                        format!("extra_{name}")
-                    } else {
-                        name.to_owned()
-                    };
-                    parts.extras.push((name, v));
+    let known = known_keys(py);
+    for (i, (k, v)) in items.into_iter().enumerate() {
+        let ptr = k.as_ptr();
+        let hit = known
+            .get(i)
+            .filter(|(s, _)| s.as_ptr() == ptr)
+            .or_else(|| known.iter().find(|(s, _)| s.as_ptr() == ptr))
+            .map(|(_, key)| *key);
+        let key = match hit {
+            Some(key) => key,
+            None => {
+                let Ok(name) = k.cast::<PyString>() else {
+                    continue;
+                };
+                let name = str_text(name);
+                if is_standard(&name) {
+                    classify_key(&name)
+                } else {
+                    if include_extra_attributes || v.is_instance_of::<PyDict>() {
+                        let name = if RESERVED_KEYS.contains(&&*name) {
+                            format!("extra_{name}")
+                        } else {
+                            name.into_owned()
+                        };
+                        parts.extras.push((name, v));
+                    }
+                    continue;
                 }
-                continue;
             }
         };
-        parts.fields[slot] = Some(v);
+        match key {
+            Key::Slot(slot) => parts.fields[slot] = Some(v),
+            Key::Created => parts.created = v.extract::<f64>().ok(),
+            Key::Process => parts.pid = v.extract::<i64>().ok(),
+            Key::Standard => {}
+        }
     }
     Ok(parts)
 }
@@ -245,9 +308,18 @@ fn message<'a>(
     args: Option<&Bound<'_, PyAny>>,
 ) -> Cow<'a, str> {
     let no_args = args.is_none_or(|a| !a.is_truthy().unwrap_or(true));
-    if no_args && is_plain_log_record(record) {
-        if let Some(s) = msg.and_then(|m| m.cast::<PyString>().ok()) {
-            return str_text(s);
+    if is_plain_log_record(record) {
+        if let Some(s) = msg.and_then(|m| m.cast_exact::<PyString>().ok()) {
+            if no_args {
+                return str_text(s);
+            }
+            // What getMessage() does for a str message: `msg % args`. On
+            // error, getMessage() below reports it.
+            if let Some(Ok(formatted)) = args.map(|a| s.rem(a)) {
+                if let Ok(f) = formatted.cast::<PyString>() {
+                    return Cow::Owned(str_text(f).into_owned());
+                }
+            }
         }
     }
     match record.call_method0(intern!(record.py(), "getMessage")) {

@@ -22,8 +22,10 @@ fn format_json(
     extras: bool,
 ) -> PyResult<String> {
     let py = record.py();
-    let var = context.getattr(pyo3::intern!(py, "_var"))?;
-    let snapshot = context::current(&var, context);
+    let get = context
+        .getattr(pyo3::intern!(py, "_var"))?
+        .getattr(pyo3::intern!(py, "get"))?;
+    let snapshot = context::current(&get, context);
     let options = frame::Options {
         include_extra_attributes,
         extras,
