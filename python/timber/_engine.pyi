@@ -4,7 +4,15 @@ import logging
 from collections.abc import Callable
 from typing import Any, final
 
-__all__ = ["Engine", "Snapshot", "__version__", "collect", "format_json", "record_extras"]
+__all__ = [
+    "Engine",
+    "JsonFormat",
+    "Snapshot",
+    "__version__",
+    "collect",
+    "format_json",
+    "record_extras",
+]
 __version__: str
 
 @final
@@ -49,6 +57,16 @@ class Engine:
     @property
     def closed(self) -> bool: ...
     def abandon(self) -> None: ...
+
+@final
+class JsonFormat:
+    def __new__(
+        cls,
+        context: Any,
+        include_extra_attributes: bool = True,
+        json_default: Callable[[Any], Any] | None = None,
+    ) -> JsonFormat: ...
+    def __call__(self, record: logging.LogRecord) -> str: ...
 
 def format_json(
     record: logging.LogRecord,

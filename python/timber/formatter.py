@@ -44,6 +44,7 @@ class TimberFormatter(logging.Formatter):
         self.json_default = json_default
         self.json_encoder = json_encoder
         self.include_extra_attributes = include_extra_attributes
+        self._format = _engine.JsonFormat(self.context, include_extra_attributes, json_default)
 
     def format(self, record: logging.LogRecord) -> str:
         if self.json_encoder is not None:
@@ -53,9 +54,7 @@ class TimberFormatter(logging.Formatter):
                 # The user's encoder failed: timber's own conversion below
                 # never loses the record.
                 pass
-        return _engine.format_json(
-            record, self.context, self.include_extra_attributes, self.json_default
-        )
+        return self._format(record)
 
     def _format_with_encoder(
         self, record: logging.LogRecord, encoder: type[json.JSONEncoder]
