@@ -162,10 +162,51 @@ struct Open {
     first: bool,
 }
 
+/// Writes `s` as a JSON string, escaped as `serde_json` does (the short
+/// forms where JSON has them, `\u00XX` for other control characters), one
+/// copy per unescaped run.
+fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = s.as_bytes();
+    out.reserve(bytes.len() + 2);
+    out.push(b'"');
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        if b >= 0x20 && b != b'"' && b != b'\\' {
+            continue;
+        }
+        let short: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[start..i]);
+        if short.is_empty() {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 0xf)]);
+        } else {
+            out.extend_from_slice(short);
+        }
+        start = i + 1;
+    }
+    out.extend_from_slice(&bytes[start..]);
+    out.push(b'"');
+}
+
 impl Json {
     /// An empty writer.
     pub fn new() -> Self {
-        Self::default()
+        Self {
+            buf: Vec::with_capacity(512),
+            open: Vec::with_capacity(8),
+        }
     }
 
     /// Whether every container opened has been completed.
@@ -250,7 +291,7 @@ impl Sink for Json {
         self.scalar(|b| serde_json::to_writer(b, &v).unwrap_or(()));
     }
     fn str(&mut self, v: &str) {
-        self.scalar(|b| serde_json::to_writer(b, v).unwrap_or(()));
+        self.scalar(|b| write_json_str(b, v));
     }
     fn array(&mut self, len: usize) {
         self.open(len, false);
@@ -304,6 +345,17 @@ mod tests {
         let mut direct = Json::new();
         sample(&mut direct);
         assert_eq!(j.buf, direct.buf);
+    }
+
+    #[test]
+    fn strings_escape_exactly_as_serde_json() {
+        let mut cases: Vec<String> = (0u8..0x80).map(|b| format!("a{}b", b as char)).collect();
+        cases.extend(["", "plain", "é ü 𝄞", "\"quoted\" \\ path\n", "\u{7f}\u{2028}"].map(String::from));
+        for case in cases {
+            let mut ours = Vec::new();
+            write_json_str(&mut ours, &case);
+            assert_eq!(ours, serde_json::to_vec(&case).unwrap(), "{case:?}");
+        }
     }
 
     #[test]
