@@ -350,7 +350,16 @@ mod tests {
     #[test]
     fn strings_escape_exactly_as_serde_json() {
         let mut cases: Vec<String> = (0u8..0x80).map(|b| format!("a{}b", b as char)).collect();
-        cases.extend(["", "plain", "é ü 𝄞", "\"quoted\" \\ path\n", "\u{7f}\u{2028}"].map(String::from));
+        cases.extend(
+            [
+                "",
+                "plain",
+                "é ü 𝄞",
+                "\"quoted\" \\ path\n",
+                "\u{7f}\u{2028}",
+            ]
+            .map(String::from),
+        );
         for case in cases {
             let mut ours = Vec::new();
             write_json_str(&mut ours, &case);
