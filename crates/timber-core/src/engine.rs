@@ -283,6 +283,11 @@ impl Engine {
         self.closed.load(Ordering::Relaxed)
     }
 
+    /// Records dropped for `reason` so far.
+    pub fn dropped(&self, reason: Reason) -> u64 {
+        self.shared.stats.dropped(reason)
+    }
+
     /// A copy of the counters.
     pub fn stats(&self) -> Snapshot {
         self.shared.stats.snapshot()

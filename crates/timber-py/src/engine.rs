@@ -276,7 +276,7 @@ impl PyEngine {
     /// Records dropped because the buffer was full.
     #[getter]
     fn dropcount(&self) -> u64 {
-        self.engine().stats().dropped[0].1
+        self.engine().dropped(Reason::Full)
     }
 
     /// Whether `close` was called.
