@@ -231,3 +231,25 @@ def test_gunicorn_preload_with_several_workers(server: FaultServer, tmp_path: Pa
     assert [f["phase"] for f in frames].count("preload") == 1
     worker_pids = {str(f["context"]["system"]["pid"]) for f in frames if f["phase"] == "request"}
     assert worker_pids <= pids and len(pids) >= 2
+
+
+def test_nothing_the_engine_does_is_logged_back(server: FaultServer) -> None:
+    # Every logger in the process feeds this handler, at DEBUG: if sending,
+    # retrying or failing logged anything through Python logging, it would
+    # come back as records.
+    server.add_script([503, Step("reset"), 500])
+    root = logging.getLogger()
+    old_level = root.level
+    h = timber.TimberHandler(api_key="k", source_id="s", host=server.host, **FAST)
+    root.addHandler(h)
+    root.setLevel(logging.DEBUG)
+    try:
+        logging.getLogger("app").info("the only record")
+        assert h._engine.flush(30.0)
+        assert h.stats()["batches_in_flight"] == 0
+    finally:
+        root.removeHandler(h)
+        root.setLevel(old_level)
+        h.close()
+    assert [f["message"] for f in server.frames] == ["the only record"]
+    assert h.stats()["accepted"] == 1

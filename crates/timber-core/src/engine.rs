@@ -293,6 +293,11 @@ impl Engine {
         self.shared.stats.snapshot()
     }
 
+    /// Batches being sent right now.
+    pub fn in_flight(&self) -> usize {
+        self.shared.queue.in_flight()
+    }
+
     /// Bytes and records held in the buffer.
     pub fn buffered(&self) -> (usize, usize) {
         self.shared.queue.held()

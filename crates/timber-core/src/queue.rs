@@ -91,6 +91,7 @@ struct State {
     next_seq: u64,
     unsettled: BTreeSet<u64>,
     in_flight_records: usize,
+    in_flight_batches: usize,
     closing: bool,
     aborted: bool,
 }
@@ -154,6 +155,7 @@ impl Queue {
                 next_seq: 0,
                 unsettled: BTreeSet::new(),
                 in_flight_records: 0,
+                in_flight_batches: 0,
                 closing: false,
                 aborted: false,
             }),
@@ -260,6 +262,7 @@ impl Queue {
             }
             if let Some(b) = st.ready.pop_front() {
                 st.in_flight_records += b.count;
+                st.in_flight_batches += 1;
                 return Next::Batch(b);
             }
             let due = st
@@ -300,6 +303,7 @@ impl Queue {
         st.held_records -= batch.count;
         st.unsettled.remove(&batch.first_seq);
         st.in_flight_records -= batch.count;
+        st.in_flight_batches -= 1;
         drop(st);
         self.settled.notify_all();
     }
@@ -409,6 +413,11 @@ impl Queue {
     /// Whether senders should stop.
     pub fn is_aborted(&self) -> bool {
         self.lock().aborted
+    }
+
+    /// Batches taken by senders and not yet settled.
+    pub fn in_flight(&self) -> usize {
+        self.lock().in_flight_batches
     }
 
     /// Bytes and records currently held (filling, ready and in flight).

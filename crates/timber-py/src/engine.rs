@@ -269,6 +269,7 @@ impl PyEngine {
         d.set_item("batches_sent", s.batches_sent)?;
         d.set_item("bytes_sent", s.bytes_sent)?;
         d.set_item("buffered_records", held_records)?;
+        d.set_item("batches_in_flight", engine.in_flight())?;
         d.set_item("buffered_bytes", held_bytes)?;
         Ok(d)
     }

@@ -1,0 +1,86 @@
+"""The abi3 extension on newer interpreters (3.12 and 3.13 forbid starting
+threads during interpreter shutdown): records logged at exit, even the first
+one logged from an atexit hook, are delivered, and exit stays bounded."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import timber
+from fault_server import FaultServer, Step
+
+PACKAGE_DIR = str(Path(timber.__file__).resolve().parent.parent)
+
+
+def interpreter(name: str) -> str:
+    """A working `name` (python3.12, ...): on PATH, or in a pyenv tree."""
+    pyenv = os.environ.get("PYENV_ROOT", str(Path.home() / ".pyenv"))
+    version = name.removeprefix("python")
+    candidates = [shutil.which(name), *sorted(Path(pyenv).glob(f"versions/{version}*/bin/{name}"))]
+    for candidate in candidates:
+        if candidate is None:
+            continue
+        probe = subprocess.run([str(candidate), "-c", "pass"], capture_output=True)
+        if probe.returncode == 0:
+            return str(candidate)
+    # This machine's image provides them; elsewhere there is nothing to run.
+    pytest.skip(f"{name} is not installed here")
+
+
+def run(python: str, host: str, code: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": PACKAGE_DIR, "TIMBER_HOST": host}
+    env.update(TIMBER_API_KEY="k", TIMBER_SOURCE_ID="s")
+    env.pop("VIRTUAL_ENV", None)
+    return subprocess.run(
+        [python, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize("name", ["python3.12", "python3.13"])
+def test_exit_delivers_on_newer_interpreters(server: FaultServer, name: str) -> None:
+    proc = run(
+        interpreter(name),
+        server.host,
+        """
+        import atexit, logging, sys, timber
+        log = logging.getLogger("newer")
+        log.setLevel(logging.INFO)
+        log.addHandler(timber.TimberHandler(flush_interval=60))
+        # Registered after timber's own hook, so it runs first: the sender
+        # thread is started during interpreter shutdown.
+        atexit.register(lambda: log.info("from atexit", extra={"i": -1}))
+        if sys.argv[-1] != "lazy":
+            for i in range(2000):
+                log.info("before exit", extra={"i": i})
+        """,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert sorted(f["i"] for f in server.frames) == list(range(-1, 2000))
+
+
+@pytest.mark.parametrize("name", ["python3.12", "python3.13"])
+def test_exit_is_bounded_on_newer_interpreters(server: FaultServer, name: str) -> None:
+    server.add_script([Step("hang", seconds=60)] * 5)
+    proc = run(
+        interpreter(name),
+        server.host,
+        """
+        import logging, timber
+        log = logging.getLogger("newer")
+        log.addHandler(timber.TimberHandler(shutdown_timeout=1, timeout=60))
+        log.error("stuck")
+        """,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "1 of 1 records were not delivered" in proc.stderr
