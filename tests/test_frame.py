@@ -170,6 +170,11 @@ def test_extras_named_like_frame_fields_do_not_overwrite_them() -> None:
     assert frame["level"] == "info"
     assert frame["extra_level"] == {"x": 1}
     assert frame["extra_dt"] == "never"
+    both = json.loads(
+        timber.Formatter().format(make_record(extra={"dt": "mine", "extra_dt": "also mine"}))
+    )
+    assert both["extra_dt"] == "also mine"
+    assert both["_extra_dt"] == "mine"
 
 
 def test_include_extra_attributes_false_keeps_only_dict_extras(server: FaultServer) -> None:

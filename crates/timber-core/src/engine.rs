@@ -151,6 +151,10 @@ impl Engine {
                 Err(e) => say(&format!("could not start a sender thread: {e}")),
             }
         }
+        if threads.is_empty() {
+            // Try again with the next record rather than never send.
+            self.started.store(false, Ordering::Release);
+        }
     }
 
     /// Buffers one encoded record without waiting; counts it if dropped.
@@ -180,7 +184,12 @@ impl Engine {
         if !self.started.load(Ordering::Relaxed) {
             self.start();
         }
-        let result = self.shared.queue.push_wait(record, None);
+        // Without a sender nothing would ever make room: do not wait.
+        let result = if self.started.load(Ordering::Acquire) {
+            self.shared.queue.push_wait(record, None)
+        } else {
+            Push::Full
+        };
         self.count(result);
         result
     }

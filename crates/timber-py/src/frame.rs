@@ -198,11 +198,15 @@ fn read<'py>(record: &Bound<'py, PyAny>, include_extra_attributes: bool) -> PyRe
                     classify_key(&name)
                 } else {
                     if include_extra_attributes || v.is_instance_of::<PyDict>() {
-                        let name = if RESERVED_KEYS.contains(&&*name) {
-                            format!("extra_{name}")
-                        } else {
-                            name.into_owned()
-                        };
+                        let mut name = name.into_owned();
+                        if RESERVED_KEYS.contains(&name.as_str()) {
+                            // Renamed so as not to overwrite the frame's own
+                            // field, and never onto another extra's name.
+                            name.insert_str(0, "extra_");
+                            while dict.contains(name.as_str()).unwrap_or(false) {
+                                name.insert(0, '_');
+                            }
+                        }
                         parts.extras.push((name, v));
                     }
                     continue;
