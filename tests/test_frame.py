@@ -10,6 +10,8 @@ import re
 import sys
 from typing import Any
 
+import pytest
+
 import timber
 from fault_server import FaultServer
 
@@ -175,6 +177,16 @@ def test_extras_named_like_frame_fields_do_not_overwrite_them() -> None:
     )
     assert both["extra_dt"] == "also mine"
     assert both["_extra_dt"] == "mine"
+
+
+def test_task_name_is_an_extra_before_python_3_12() -> None:
+    if sys.version_info >= (3, 12):
+        # LogRecord has its own taskName there, and logging refuses the extra.
+        with pytest.raises(KeyError):
+            make_record(extra={"taskName": "job-7"})
+        return
+    frame = json.loads(timber.Formatter().format(make_record(extra={"taskName": "job-7"})))
+    assert frame["taskName"] == "job-7"
 
 
 def test_include_extra_attributes_false_keeps_only_dict_extras(server: FaultServer) -> None:

@@ -221,9 +221,17 @@ class TimberHandler(logging.Handler):
     def _after_fork_in_child(self) -> None:
         # The parent's buffer, threads and connections stay the parent's: it
         # sends what it buffered. This process starts afresh.
-        self._engine.abandon()
-        self._engine = self._new_engine()
-        self._emit = self._engine.emit
+        old = self._engine
+        try:
+            engine = self._new_engine()
+        except Exception:
+            # The spool could not be opened here: log without it rather than
+            # lose this process's records.
+            self.spool_dir = None
+            engine = self._new_engine()
+        old.abandon()
+        self._engine = engine
+        self._emit = engine.emit
         self._dropped_reported = 0
 
     def __repr__(self) -> str:

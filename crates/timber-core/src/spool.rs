@@ -9,7 +9,7 @@
 //! replays it first, then deletes it.
 //!
 //! ```text
-//! <root>/<pid>-<nanos>/lock                 held while the owner lives
+//! <root>/<nanos>-<pid>/lock                 held while the owner lives
 //!                      cursor               "<segment> <offset>": what was delivered
 //!                      0000000000000001.seg  entries: b"TSB1" len count crc32 payload
 //! ```
@@ -63,6 +63,8 @@ struct Lane {
     segments: VecDeque<u64>,
     segment: u64,
     offset: u64,
+    /// Highest segment id used, so ids are never reused.
+    last_id: u64,
 }
 
 impl Lane {
@@ -91,12 +93,14 @@ impl Lane {
             segment = segments.first().copied().unwrap_or(0);
             offset = 0;
         }
+        let last_id = segments.last().copied().unwrap_or(0).max(segment);
         Ok(Self {
             dir,
             _lock: lock,
             segments: segments.into(),
             segment,
             offset,
+            last_id,
         })
     }
 
@@ -204,9 +208,37 @@ pub struct Spool {
     inner: Mutex<Inner>,
 }
 
-fn lock_exclusive(path: &Path) -> io::Result<Option<File>> {
+/// Whether a directory under the root is a lane: `<20 digits>-<digits>`.
+/// Anything else there is not ours, and never touched.
+fn is_lane_name(name: &str) -> bool {
+    let Some((nanos, pid)) = name.split_once('-') else {
+        return false;
+    };
+    nanos.len() == 20
+        && nanos.bytes().all(|b| b.is_ascii_digit())
+        && !pid.is_empty()
+        && pid.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// Deletes a lane: only the files timber writes there, then the directory
+/// (which stays if anything else is in it).
+fn remove_lane(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.filter_map(|e| e.ok()) {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if name.ends_with(".seg") || name == "cursor" || name == "cursor.tmp" || name == "lock"
+            {
+                let _ = fs::remove_file(e.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+fn lock_exclusive(path: &Path, create: bool) -> io::Result<Option<File>> {
     let file = OpenOptions::new()
-        .create(true)
+        .create(create)
         .truncate(false)
         .write(true)
         .open(path)?;
@@ -234,25 +266,36 @@ impl Spool {
     /// and every lane whose owner is gone, adopted for replay.
     pub fn open(root: &Path, max_bytes: u64) -> io::Result<Self> {
         fs::create_dir_all(root)?;
-        let mut adopted = Vec::new();
-        for entry in fs::read_dir(root)?.filter_map(|e| e.ok()) {
-            let dir = entry.path();
-            if !dir.is_dir() {
-                continue;
-            }
-            if let Some(lock) = lock_exclusive(&dir.join("lock"))? {
-                adopted.push(Lane::load(dir, lock)?);
-            }
-        }
-        adopted.sort_by(|a, b| a.dir.cmp(&b.dir));
+        // This process's lane is made under a hidden name, locked, then
+        // renamed into place: no other process can adopt it in between.
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        // Named so that sorting lanes by name sorts them by age.
-        let own = root.join(format!("{nanos:020}-{}", std::process::id()));
-        fs::create_dir_all(&own)?;
-        let lock = lock_exclusive(&own.join("lock"))?
+        let name = format!("{nanos:020}-{}", std::process::id());
+        let staging = root.join(format!(".{name}"));
+        fs::create_dir_all(&staging)?;
+        let lock = lock_exclusive(&staging.join("lock"), true)?
             .ok_or_else(|| io::Error::other("spool lane already locked"))?;
+        // Named so that sorting lanes by name sorts them by age.
+        let own = root.join(&name);
+        fs::rename(&staging, &own)?;
+
+        let mut adopted = Vec::new();
+        for entry in fs::read_dir(root)?.filter_map(|e| e.ok()) {
+            let dir = entry.path();
+            let name = entry.file_name();
+            if dir == own || !is_lane_name(&name.to_string_lossy()) || !dir.is_dir() {
+                continue;
+            }
+            // A lane that vanishes or cannot be read now is skipped, never
+            // a reason to refuse the spool.
+            if let Ok(Some(lock)) = lock_exclusive(&dir.join("lock"), false) {
+                if let Ok(lane) = Lane::load(dir, lock) {
+                    adopted.push(lane);
+                }
+            }
+        }
+        adopted.sort_by(|a, b| a.dir.cmp(&b.dir));
         let mut lanes: VecDeque<Lane> = adopted.into_iter().collect();
         let total = lanes.iter().map(|l| dir_bytes(&l.dir)).sum();
         lanes.push_back(Lane::load(own.clone(), lock)?);
@@ -284,7 +327,8 @@ impl Spool {
             .is_none_or(|(_, _, len)| *len + size > SEGMENT_BYTES && *len > 0);
         if roll {
             let own = inner.lanes.back_mut().expect("own lane is always last");
-            let id = own.segments.back().map_or(1, |last| last + 1);
+            own.last_id += 1;
+            let id = own.last_id;
             let file = OpenOptions::new()
                 .create(true)
                 .append(true)
@@ -299,7 +343,14 @@ impl Spool {
         entry.extend_from_slice(&crc32(payload).to_le_bytes());
         entry.extend_from_slice(payload);
         let (_, file, len) = inner.writer.as_mut().expect("writer opened above");
-        file.write_all(&entry)?;
+        if let Err(e) = file.write_all(&entry) {
+            // Never leave half an entry for the next ones to hide behind:
+            // cut it off, or start a new segment if even that fails.
+            if file.set_len(*len).is_err() {
+                inner.writer = None;
+            }
+            return Err(e.into());
+        }
         *len += size;
         inner.total += size;
         Ok(())
@@ -312,15 +363,21 @@ impl Spool {
         let Inner { lanes, total, .. } = &mut *inner;
         while let Some(lane) = lanes.front_mut() {
             let own = lane.dir == self.own;
-            if let Some(entry) = lane.read(writing.filter(|_| own), total)? {
-                return Ok(Some(entry));
+            match lane.read(writing.filter(|_| own), total) {
+                Ok(Some(entry)) => return Ok(Some(entry)),
+                Ok(None) if own => return Ok(None),
+                Err(e) if own => return Err(e),
+                Ok(None) => {
+                    // An adopted lane fully replayed.
+                    let done = lanes.pop_front().expect("front exists");
+                    remove_lane(&done.dir);
+                }
+                Err(_) => {
+                    // An adopted lane that cannot be read is left as it is,
+                    // for a person to look at; it must not stop delivery.
+                    lanes.pop_front();
+                }
             }
-            if own {
-                return Ok(None);
-            }
-            // An adopted lane fully replayed.
-            let done = lanes.pop_front().expect("front exists");
-            let _ = fs::remove_dir_all(&done.dir);
         }
         Ok(None)
     }
@@ -330,7 +387,11 @@ impl Spool {
     pub fn commit(&self, entry: &Entry) -> io::Result<()> {
         let mut inner = self.lock();
         let writing = inner.writer.as_ref().map(|(id, _, _)| *id);
-        let Inner { lanes, total, .. } = &mut *inner;
+        let Inner {
+            lanes,
+            total,
+            writer,
+        } = &mut *inner;
         let Some(lane) = lanes.iter_mut().find(|l| l.dir == entry.lane) else {
             return Ok(());
         };
@@ -339,9 +400,13 @@ impl Spool {
         }
         lane.offset = entry.end;
         let path = lane.segment_path(entry.segment);
-        let finished = writing != Some(entry.segment)
-            && fs::metadata(&path).is_ok_and(|m| m.len() <= entry.end);
+        let finished = fs::metadata(&path).is_ok_and(|m| m.len() <= entry.end);
         if finished {
+            if writing == Some(entry.segment) {
+                // Everything written was replayed: the next append starts a
+                // new segment, and this one's space is free again.
+                *writer = None;
+            }
             *total = total.saturating_sub(entry.end);
             let _ = fs::remove_file(&path);
             lane.segments.pop_front();
@@ -454,6 +519,40 @@ mod tests {
         assert_eq!(drain(&reader), vec![b"first".to_vec()]);
         fs::remove_dir_all(&root).unwrap();
         fs::remove_dir_all(&root2).unwrap();
+    }
+
+    #[test]
+    fn directories_that_are_not_lanes_are_never_touched() {
+        let root = tmp("stray");
+        let keep = root.join("my_data").join("sub");
+        fs::create_dir_all(&keep).unwrap();
+        fs::write(keep.join("notes.txt"), "precious").unwrap();
+        let spool = Spool::open(&root, 1 << 20).unwrap();
+        spool.append(b"x", 1).unwrap();
+        drain(&spool);
+        drop(spool);
+        drop(Spool::open(&root, 1 << 20).unwrap());
+        assert_eq!(
+            fs::read_to_string(keep.join("notes.txt")).unwrap(),
+            "precious"
+        );
+        assert!(!root.join("my_data").join("lock").exists());
+        fs::remove_dir_all(&root).unwrap();
+    }
+
+    #[test]
+    fn replayed_space_is_free_again() {
+        let root = tmp("free");
+        let spool = Spool::open(&root, 1000).unwrap();
+        for round in 0..5u8 {
+            for _ in 0..4 {
+                spool.append(&[round; 200], 1).unwrap();
+            }
+            assert_eq!(drain(&spool).len(), 4);
+            assert!(spool.is_empty());
+            assert_eq!(spool.bytes(), 0, "round {round}");
+        }
+        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]

@@ -70,7 +70,9 @@ pub fn run(shared: Arc<Shared>) {
     };
     loop {
         let wake_at = match &shared.spool {
-            Some(spool) if !spool.is_empty() => sender.replay(&shared, spool),
+            Some(spool) if !shared.queue.is_aborted() && !spool.is_empty() => {
+                sender.replay(&shared, spool)
+            }
             _ => None,
         };
         match shared.queue.next_batch_until(wake_at) {
@@ -142,10 +144,10 @@ impl Sender {
         let count = batch.count as u64;
         let mut spool = shared.spool.as_ref();
         // Behind a backlog on disk, or a replay in progress: join the end of
-        // the spool, to keep the order.
+        // the spool, to keep the order (and never wait for the replay).
         if let Some(s) = spool {
-            let _replay = shared.replay.lock().unwrap_or_else(|e| e.into_inner());
-            if !s.is_empty() && Self::spool(shared, s, batch) {
+            let replaying = matches!(shared.replay.try_lock(), Err(TryLockError::WouldBlock));
+            if (replaying || !s.is_empty()) && Self::spool(shared, s, batch) {
                 return;
             }
         }
@@ -172,6 +174,10 @@ impl Sender {
             report_retry(shared, &outcome);
             if let Some(s) = spool {
                 if Self::spool(shared, s, batch) {
+                    if shared.queue.is_aborted() {
+                        // Close counted it lost; it is on disk instead.
+                        stats.undrop(Reason::Shutdown, count);
+                    }
                     return;
                 }
                 spool = None;

@@ -233,6 +233,9 @@ impl PyEngine {
     /// Returns whether that happened in time.
     fn flush(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
         let timeout = seconds("timeout", timeout)?;
+        if self.abandoned.load(Ordering::Relaxed) {
+            return Ok(true);
+        }
         let engine = self.engine();
         Ok(py.detach(|| engine.flush(timeout)))
     }

@@ -110,9 +110,16 @@ fn known_keys(py: Python<'_>) -> &'static [(Py<PyString>, Key)] {
             "asctime",
         ]
         .into_iter()
+        .filter(|name| *name != "taskName" || has_task_name(py))
         .map(|name| (PyString::intern(py, name).unbind(), classify_key(name)))
         .collect()
     })
+}
+
+/// `LogRecord.taskName` exists from Python 3.12; before, it is an extra
+/// like any other.
+fn has_task_name(py: Python<'_>) -> bool {
+    py.version_info() >= (3, 12)
 }
 
 fn classify_key(name: &str) -> Key {
@@ -194,7 +201,7 @@ fn read<'py>(record: &Bound<'py, PyAny>, include_extra_attributes: bool) -> PyRe
                     continue;
                 };
                 let name = str_text(name);
-                if is_standard(&name) {
+                if is_standard(&name) && (&*name != "taskName" || has_task_name(py)) {
                     classify_key(&name)
                 } else {
                     if include_extra_attributes || v.is_instance_of::<PyDict>() {
