@@ -5,8 +5,12 @@ connection), then 202; decodes every body with the reference msgpack."""
 from __future__ import annotations
 
 import gzip
+import os
 import socket
 import ssl
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 import zlib
@@ -16,6 +20,27 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import msgpack
+
+
+def timber_env(host: str, api_key: str = "k", source_id: str = "s", **extra: str) -> dict[str, str]:
+    """This process's environment with a TimberHandler's settings for `host`."""
+    env = {**os.environ, "TIMBER_HOST": host, "TIMBER_API_KEY": api_key}
+    env["TIMBER_SOURCE_ID"] = source_id
+    env.update(extra)
+    return env
+
+
+def run_python(
+    code: str, env: dict[str, str], python: str = sys.executable, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Runs `code` (dedented) in a fresh interpreter and captures its output."""
+    return subprocess.run(
+        [python, "-c", textwrap.dedent(code)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def free_port() -> int:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import timber
-from fault_server import FaultServer, Step, free_port
+from fault_server import FaultServer, Step, free_port, run_python, timber_env
 
 FAST = {"backoff_base": 0.05, "backoff_max": 0.5, "flush_interval": 0.1}
 
@@ -129,17 +128,8 @@ def test_threads_and_tasks_never_carry_each_others_context(
     assert [f for f in frames if f["context"]["owner"]["id"] != f["me"]] == []
 
 
-def run(code: str, host: str, **env: str) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "TIMBER_HOST": host, "TIMBER_API_KEY": "k"}
-    full_env["TIMBER_SOURCE_ID"] = "s"
-    full_env.update(env)
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def run(code: str, host: str) -> subprocess.CompletedProcess[str]:
+    return run_python(code, timber_env(host))
 
 
 def test_multiprocessing_with_fork(server: FaultServer) -> None:
@@ -192,8 +182,7 @@ def test_gunicorn_preload_with_several_workers(server: FaultServer, tmp_path: Pa
         )
     )
     port = free_port()
-    env = {**os.environ, "TIMBER_HOST": server.host, "TIMBER_API_KEY": "k"}
-    env["TIMBER_SOURCE_ID"] = "s"
+    env = timber_env(server.host)
     gunicorn = [sys.executable, "-m", "gunicorn", "--preload", "-w", "3"]
     proc = subprocess.Popen(
         [*gunicorn, "-b", f"127.0.0.1:{port}", "--chdir", str(tmp_path), "app:application"],

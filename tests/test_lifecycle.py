@@ -5,26 +5,17 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
-import textwrap
 
 import pytest
 
 import timber
-from fault_server import FaultServer, Step
+from fault_server import FaultServer, Step, run_python, timber_env
 
 KEY = "key-that-must-never-be-printed"
 
 
 def run(code: str, host: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TIMBER_HOST": host, "TIMBER_API_KEY": KEY, "TIMBER_SOURCE_ID": "s"}
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return run_python(code, timber_env(host, api_key=KEY), timeout=timeout)
 
 
 def test_records_logged_just_before_exit_all_arrive(server: FaultServer) -> None:

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import logging
 import ssl
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +14,7 @@ import trustme
 
 import timber
 from conftest import Collector
-from fault_server import ConnectProxy, FaultServer, free_port
+from fault_server import ConnectProxy, FaultServer, free_port, run_python
 
 
 @pytest.fixture(scope="module")
@@ -72,13 +69,7 @@ def test_ssl_cert_file_and_requests_ca_bundle_are_honoured(
             log.warning("via {variable}")
         """
         env = {"PATH": "", variable: str(bundle)}
-        proc = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(code)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        proc = run_python(code, env, timeout=60)
         assert proc.returncode == 0, proc.stderr
     assert sorted(f["message"] for f in tls_server.frames) == [
         "via REQUESTS_CA_BUNDLE",

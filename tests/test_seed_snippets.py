@@ -5,24 +5,14 @@ records arrive as documented."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
-import textwrap
 
-from fault_server import FaultServer
+from fault_server import FaultServer, run_python, timber_env
 
 
 def run(server: FaultServer, code: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TIMBER_HOST": server.host}
-    env.update(TIMBER_API_KEY="YOUR_API_KEY", TIMBER_SOURCE_ID="YOUR_SOURCE_ID")
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    env = timber_env(server.host, api_key="YOUR_API_KEY", source_id="YOUR_SOURCE_ID")
+    proc = run_python(code, env, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return proc
 
