@@ -2,16 +2,17 @@
 
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any, final
 
 __all__ = [
     "Engine",
+    "GlobalContext",
     "JsonFormat",
     "Snapshot",
     "__version__",
     "collect",
-    "format_json",
-    "record_extras",
+    "declared",
 ]
 __version__: str
 
@@ -24,34 +25,28 @@ class Snapshot:
     def parent(self) -> Snapshot | None: ...
 
 @final
+class GlobalContext:
+    def __new__(cls) -> GlobalContext: ...
+    def get(self) -> Snapshot | None: ...
+    def set(self, snapshot: Snapshot | None = None) -> None: ...
+
+@final
 class Engine:
     def __new__(
         cls,
-        *,
-        url: str,
-        api_key: str,
-        context: Any,
-        buffer_capacity: int,
-        flush_interval: float,
-        max_buffer_bytes: int,
-        max_buffer_records: int,
-        drop_extra_events: bool,
-        retry_timeout: float,
-        timeout: float,
-        max_in_flight: int,
-        include_extra_attributes: bool,
-        raise_exceptions: bool,
-        compression: str = "gzip",
-        ca_bundle: str | None = None,
-        backoff_base: float = 0.5,
-        backoff_max: float = 30.0,
-        spool_dir: str | None = None,
-        spool_max_bytes: int = 268435456,
+        options: dict[str, Any],
+        context_var: ContextVar[Snapshot | None],
+        global_context: GlobalContext,
     ) -> Engine: ...
     def emit(self, record: logging.LogRecord) -> None: ...
-    def flush(self, timeout: float) -> bool: ...
-    def close(self, timeout: float) -> bool: ...
+    def flush(self, timeout: float | None = None) -> bool: ...
+    def close(self, timeout: float | None = None) -> bool: ...
     def stats(self) -> dict[str, Any]: ...
+    def settings(self) -> dict[str, Any]: ...
+    @property
+    def raise_exceptions(self) -> bool: ...
+    @raise_exceptions.setter
+    def raise_exceptions(self, value: bool) -> None: ...
     @property
     def dropcount(self) -> int: ...
     @property
@@ -62,22 +57,15 @@ class Engine:
 class JsonFormat:
     def __new__(
         cls,
-        context: Any,
+        context_var: ContextVar[Snapshot | None],
+        global_context: GlobalContext,
         include_extra_attributes: bool = True,
         json_default: Callable[[Any], Any] | None = None,
     ) -> JsonFormat: ...
     def __call__(self, record: logging.LogRecord) -> str: ...
+    def frame(self, record: logging.LogRecord) -> Any: ...
 
-def format_json(
-    record: logging.LogRecord,
-    context: Any,
-    include_extra_attributes: bool = True,
-    json_default: Callable[[Any], Any] | None = None,
-    extras: bool = True,
-) -> str: ...
-def record_extras(
-    record: logging.LogRecord, include_extra_attributes: bool = True
-) -> list[tuple[str, Any]]: ...
+def declared() -> list[tuple[str, Any, list[str], str]]: ...
 def collect(
     listen: str,
     out: str,

@@ -17,7 +17,7 @@ from contextvars import ContextVar
 from types import TracebackType
 from typing import Any
 
-from timber._engine import Snapshot
+from timber._engine import GlobalContext, Snapshot
 
 __all__ = ["TimberContext"]
 
@@ -58,7 +58,8 @@ class TimberContext:
         self._var: ContextVar[Snapshot | None] = ContextVar(
             f"timber_context_{id(self):x}", default=None
         )
-        self._global: Snapshot | None = None
+        # The engine is handed these two explicitly (see ``_sources``).
+        self._global = GlobalContext()
         self._global_lock = threading.Lock()
 
     def __call__(self, *args: Any, **kwargs: Any) -> _Block:
@@ -67,9 +68,14 @@ class TimberContext:
         _check(args, kwargs)
         return _Block(self, kwargs)
 
+    def _sources(self) -> tuple[ContextVar[Snapshot | None], GlobalContext]:
+        """What the engine reads: the per-thread/task variable and the
+        global slot."""
+        return self._var, self._global
+
     def _current(self) -> Snapshot | None:
         snapshot = self._var.get()
-        return self._global if snapshot is None else snapshot
+        return self._global.get() if snapshot is None else snapshot
 
     def exists(self) -> bool:
         """Whether any context is active here."""
@@ -89,13 +95,14 @@ class TimberContext:
         the global context it started with)."""
         _check(args, kwargs)
         with self._global_lock:
-            base = self._global.data if self._global is not None else {}
-            self._global = Snapshot(_merge(base, kwargs))
+            current = self._global.get()
+            base = current.data if current is not None else {}
+            self._global.set(Snapshot(_merge(base, kwargs)))
 
     def clear_global(self) -> None:
         """Removes all global context."""
         with self._global_lock:
-            self._global = None
+            self._global.set(None)
 
 
 def resolve(context: TimberContext | None) -> TimberContext:

@@ -44,7 +44,10 @@ class TimberFormatter(logging.Formatter):
         self.json_default = json_default
         self.json_encoder = json_encoder
         self.include_extra_attributes = include_extra_attributes
-        self._format = _engine.JsonFormat(self.context, include_extra_attributes, json_default)
+        var, global_context = self.context._sources()
+        self._format = _engine.JsonFormat(
+            var, global_context, include_extra_attributes, json_default
+        )
 
     def format(self, record: logging.LogRecord) -> str:
         if self.json_encoder is not None:
@@ -59,11 +62,9 @@ class TimberFormatter(logging.Formatter):
     def _format_with_encoder(
         self, record: logging.LogRecord, encoder: type[json.JSONEncoder]
     ) -> str:
-        base = json.loads(_engine.format_json(record, self.context, extras=False))
-        frame: dict[str, Any] = {k: base.pop(k) for k in ("dt", "level", "message")}
-        frame.update(_engine.record_extras(record, self.include_extra_attributes))
-        frame.update(base)
-        return json.dumps(frame, cls=encoder, default=self.json_default)
+        # The frame as Python objects, each extra the object that was
+        # logged: the encoder sees it as it is.
+        return json.dumps(self._format.frame(record), cls=encoder, default=self.json_default)
 
 
 Formatter = TimberFormatter

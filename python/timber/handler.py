@@ -18,41 +18,18 @@ from typing import Any
 from timber import _engine
 from timber.context import TimberContext, resolve
 
-__all__ = ["DEFAULT_HOST", "DeliveryError", "TimberHandler"]
-
-DEFAULT_HOST = "https://logs.timber.io"
-DEFAULT_BUFFER_CAPACITY = 1000
-DEFAULT_FLUSH_INTERVAL = 2.0
-DEFAULT_MAX_BUFFER_BYTES = 64 * 1024 * 1024
-DEFAULT_MAX_BUFFER_RECORDS = 500_000
+__all__ = ["DeliveryError", "TimberHandler"]
 
 _live: weakref.WeakSet[TimberHandler] = weakref.WeakSet()
 _SHUTDOWN_CODE = logging.shutdown.__code__
+
+#: The options the engine declares (name -> default), read once.
+_OPTIONS = {name: default for name, default, _env, _doc in _engine.declared()}
 
 
 class DeliveryError(Exception):
     """Records were not delivered; raised by ``flush()`` only with
     ``raise_exceptions=True``."""
-
-
-def _credential(value: str | None, argument: str, variable: str) -> str:
-    if value is None or value == "":
-        value = os.environ.get(variable, "")
-    if not value:
-        raise ValueError(
-            f"TimberHandler needs {argument}=... or the environment variable {variable}"
-        )
-    if not isinstance(value, str):
-        raise ValueError(f"{argument} must be a string, got {type(value).__name__}")
-    return value
-
-
-def _number(name: str, value: Any, *, integer: bool = False, minimum: float = 0) -> Any:
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
-        kind = "an integer" if integer else "a number"
-        raise ValueError(f"{name} must be {kind} >= {minimum}, got {value!r}")
-    return value
 
 
 class TimberHandler(logging.Handler):
@@ -67,62 +44,32 @@ class TimberHandler(logging.Handler):
         api_key: str | None = None,
         source_id: str | None = None,
         host: str | None = None,
-        buffer_capacity: int = DEFAULT_BUFFER_CAPACITY,
-        flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        buffer_capacity: int = 1000,
+        flush_interval: float = 2,
         raise_exceptions: bool = False,
         drop_extra_events: bool = True,
         context: TimberContext | None = None,
         level: int | str = logging.NOTSET,
-        *,
-        include_extra_attributes: bool = True,
-        max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
-        max_buffer_records: int = DEFAULT_MAX_BUFFER_RECORDS,
-        max_in_flight: int = 2,
-        timeout: float = 10.0,
-        retry_timeout: float = 300.0,
-        flush_timeout: float = 10.0,
-        shutdown_timeout: float = 5.0,
-        compression: str | None = "gzip",
-        ca_bundle: str | os.PathLike[str] | None = None,
-        backoff_base: float = 0.5,
-        backoff_max: float = 30.0,
-        spool_dir: str | os.PathLike[str] | None = None,
-        spool_max_bytes: int = 256 * 1024 * 1024,
+        **options: Any,
     ) -> None:
+        """Every option is read and checked by the engine (``_engine.declared()``
+        lists them with their defaults and environment variables); a wrong one
+        raises ``ValueError`` naming it. The keyword-only options are those of
+        the README's configuration table."""
         # Everything is checked before logging.Handler.__init__ registers the
         # handler for logging.shutdown: a constructor that raises leaves
         # nothing half-built behind.
-        self.api_key = _credential(api_key, "api_key", "TIMBER_API_KEY")
-        self.source_id = _credential(source_id, "source_id", "TIMBER_SOURCE_ID")
-        self.host = host or os.environ.get("TIMBER_HOST") or DEFAULT_HOST
         self.context = resolve(context)
-        self.buffer_capacity = _number("buffer_capacity", buffer_capacity, integer=True, minimum=1)
-        self.flush_interval = _number("flush_interval", flush_interval)
-        self.raise_exceptions = bool(raise_exceptions)
-        self.drop_extra_events = bool(drop_extra_events)
-        self.include_extra_attributes = bool(include_extra_attributes)
-        self.max_buffer_bytes = _number("max_buffer_bytes", max_buffer_bytes, integer=True)
-        self.max_buffer_records = _number(
-            "max_buffer_records", max_buffer_records, integer=True, minimum=1
-        )
-        self.max_in_flight = _number("max_in_flight", max_in_flight, integer=True, minimum=1)
-        self.timeout = _number("timeout", timeout)
-        self.retry_timeout = _number("retry_timeout", retry_timeout)
-        self.flush_timeout = _number("flush_timeout", flush_timeout)
-        self.shutdown_timeout = _number("shutdown_timeout", shutdown_timeout)
-        self.backoff_base = _number("backoff_base", backoff_base)
-        self.backoff_max = _number("backoff_max", backoff_max)
-        self.compression = compression
-        self.spool_dir = spool_dir
-        self.spool_max_bytes = _number("spool_max_bytes", spool_max_bytes, integer=True)
-        # As requests does: an explicit bundle, else REQUESTS_CA_BUNDLE, else
-        # SSL_CERT_FILE, else the system's trust store.
-        self.ca_bundle = (
-            ca_bundle
-            or os.environ.get("REQUESTS_CA_BUNDLE")
-            or os.environ.get("SSL_CERT_FILE")
-            or None
-        )
+        self._options: dict[str, Any] = {
+            "api_key": api_key,
+            "source_id": source_id,
+            "host": host,
+            "buffer_capacity": buffer_capacity,
+            "flush_interval": flush_interval,
+            "raise_exceptions": raise_exceptions,
+            "drop_extra_events": drop_extra_events,
+            **options,
+        }
         self._engine = self._new_engine()
         self._emit = self._engine.emit
         self._dropped_reported = 0
@@ -131,29 +78,25 @@ class TimberHandler(logging.Handler):
         _hook_multiprocessing()
 
     def _new_engine(self) -> _engine.Engine:
-        from urllib.parse import quote
+        var, global_context = self.context._sources()
+        return _engine.Engine(self._options, var, global_context)
 
-        return _engine.Engine(
-            url=f"{self.host.rstrip('/')}/sources/{quote(self.source_id, safe='')}/frames",
-            api_key=self.api_key,
-            context=self.context,
-            buffer_capacity=self.buffer_capacity,
-            flush_interval=float(self.flush_interval),
-            max_buffer_bytes=self.max_buffer_bytes,
-            max_buffer_records=self.max_buffer_records,
-            drop_extra_events=self.drop_extra_events,
-            retry_timeout=float(self.retry_timeout),
-            timeout=float(self.timeout),
-            max_in_flight=self.max_in_flight,
-            include_extra_attributes=self.include_extra_attributes,
-            raise_exceptions=self.raise_exceptions,
-            compression=self.compression or "none",
-            ca_bundle=os.fspath(self.ca_bundle) if self.ca_bundle else None,
-            backoff_base=float(self.backoff_base),
-            backoff_max=float(self.backoff_max),
-            spool_dir=os.fspath(self.spool_dir) if self.spool_dir is not None else None,
-            spool_max_bytes=self.spool_max_bytes,
-        )
+    def __getattr__(self, name: str) -> Any:
+        # The options, as the engine runs with them (host, source_id,
+        # flush_timeout...), without a second copy here.
+        if name in _OPTIONS and "_engine" in self.__dict__:
+            return self._engine.settings()[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    @property
+    def raise_exceptions(self) -> bool:
+        """Whether internal errors reach the caller; may be changed at any
+        time, and ``emit`` and ``flush`` both follow it."""
+        return self._engine.raise_exceptions
+
+    @raise_exceptions.setter
+    def raise_exceptions(self, value: bool) -> None:
+        self._engine.raise_exceptions = bool(value)
 
     def handle(self, record: logging.LogRecord) -> Any:
         # No handler lock: the engine is thread-safe, and emit never blocks.
@@ -180,7 +123,7 @@ class TimberHandler(logging.Handler):
             # logging.shutdown() calls close() right after, which delivers
             # within shutdown_timeout: waiting here too would wait twice.
             return
-        done = self._engine.flush(float(self.flush_timeout))
+        done = self._engine.flush()
         if self.raise_exceptions:
             self._raise_delivery_problems(done)
 
@@ -200,9 +143,9 @@ class TimberHandler(logging.Handler):
     def close(self) -> None:
         """Delivers what is buffered (for at most ``shutdown_timeout``) and
         stops the sender threads. Records logged afterwards are dropped."""
-        self._close(float(self.shutdown_timeout))
+        self._close(None)
 
-    def _close(self, timeout: float) -> None:
+    def _close(self, timeout: float | None) -> None:
         try:
             self._engine.close(timeout)
         finally:
@@ -227,9 +170,10 @@ class TimberHandler(logging.Handler):
         except Exception:
             # The spool could not be opened here: log without it rather than
             # lose this process's records.
-            self.spool_dir = None
+            self._options["spool_dir"] = None
             engine = self._new_engine()
         old.abandon()
+        engine.raise_exceptions = old.raise_exceptions
         self._engine = engine
         self._emit = engine.emit
         self._dropped_reported = 0
@@ -247,10 +191,10 @@ def _close_all() -> None:
     handlers = list(_live)
     if not handlers:
         return
-    deadline = time.monotonic() + max(float(h.shutdown_timeout) for h in handlers)
-    for handler in handlers:
-        left = max(0.0, min(float(handler.shutdown_timeout), deadline - time.monotonic()))
-        handler._close(left)
+    timeouts = [float(h.shutdown_timeout) for h in handlers]
+    deadline = time.monotonic() + max(timeouts)
+    for handler, timeout in zip(handlers, timeouts, strict=True):
+        handler._close(max(0.0, min(timeout, deadline - time.monotonic())))
 
 
 def _after_fork_in_child() -> None:

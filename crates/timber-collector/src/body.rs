@@ -11,8 +11,8 @@ use std::borrow::Cow;
 use std::io::Read;
 
 use serde_json::value::RawValue;
-use timber_core::decode::{split_frames, transcode_one};
-use timber_core::encode::Json;
+use timber_core::Json;
+use timber_core::{split_frames, transcode_one};
 
 /// Why a body is refused; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -314,7 +314,7 @@ fn minify_into(text: &str, out: &mut Vec<u8>) {
 mod tests {
     use super::*;
     use std::io::Write;
-    use timber_core::encode::{Msgpack, Sink};
+    use timber_core::{Msgpack, Sink};
 
     const MAX: u64 = 1 << 20;
 

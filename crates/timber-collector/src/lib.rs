@@ -8,7 +8,7 @@
 //!
 //! Every frame is stored as one JSON line, all lines of a request in one
 //! write, before the request is answered. The msgpack decoder and the JSON
-//! writer are the engine's own ([`timber_core::decode`], [`timber_core::encode`]).
+//! writer are the engine's own ([`timber_core::transcode_one`], [`timber_core::Json`]).
 
 pub mod body;
 pub mod config;

@@ -1,139 +1,217 @@
-//! The engine as a whole: configuration, lazy start of the sender threads,
-//! push, flush and a bounded close.
+//! The engine as a whole: built from resolved settings, it encodes events
+//! on the calling thread, buffers them, starts its sender threads on the
+//! first record, flushes, and closes within a bound.
+//!
+//! What happens to each batch is counted in one place, [`Pipeline::settle`]:
+//! a batch is settled once, by its sender or, at a close that runs out of
+//! time, by the close itself, whichever comes first.
 
-use crate::queue::{Limits, Push, Queue, MAX_REQUEST_BYTES};
-use crate::retry::Backoff;
+use crate::destination::{Destination, Kind};
+use crate::event::Event;
+use crate::queue::{Batch, Limits, Push, Queue, MAX_REQUEST_BYTES};
+use crate::settings::{Resolved, Settings};
 use crate::spool::Spool;
-use crate::stats::{say, Problem, Reason, Reporter, Snapshot, Stats};
-use crate::transport::Endpoint;
-use crate::worker::{self, Replay, Shared};
-use std::path::PathBuf;
+use crate::stats::{say, Counters, Problem, Reason, Reporter, Stats};
+use crate::value::Value;
+use crate::worker::{self, Replay};
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Default byte budget of the buffer: at about 400 bytes a record, some
-/// 160,000 records, enough to ride out minutes of outage at 1,000 records/s.
-pub const DEFAULT_MAX_BUFFER_BYTES: usize = 64 * 1024 * 1024;
-
-/// Everything the engine needs to know.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Where batches go.
-    pub endpoint: Endpoint,
-    /// Records per batch (`buffer_capacity`).
-    pub batch_records: usize,
-    /// Age at which a batch is sent even if not full (`flush_interval`).
-    pub flush_interval: Duration,
-    /// Byte budget of everything buffered.
-    pub max_buffer_bytes: usize,
-    /// Record budget of everything buffered.
-    pub max_buffer_records: usize,
-    /// How long one batch is retried before it is dropped.
-    pub retry_timeout: Duration,
-    /// Number of sender threads, each with one request in flight.
-    pub senders: usize,
-    /// Wait for room when the buffer is full instead of dropping
-    /// (`drop_extra_events=False`).
-    pub block: bool,
-    /// Waits between attempts.
-    pub backoff: Backoff,
-    /// Spool directory and its size cap, if batches that cannot be
-    /// delivered should go to disk.
-    pub spool: Option<(PathBuf, u64)>,
-}
-
-/// Invalid configuration, found before anything starts.
+/// The engine could not be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EngineError {
-    /// A setting out of range.
+    /// A setting out of range, or a resource it names unusable.
     #[error("{0}")]
     Invalid(String),
 }
 
-impl Config {
-    fn validate(&self) -> Result<(), EngineError> {
-        let bad = |m: &str| Err(EngineError::Invalid(m.to_owned()));
-        if self.batch_records == 0 {
-            return bad("buffer_capacity must be at least 1");
-        }
-        if self.flush_interval.is_zero() {
-            return bad("flush_interval must be positive");
-        }
-        if self.max_buffer_bytes < 2 * MAX_REQUEST_BYTES {
-            return bad("max_buffer_bytes must be at least 2 MB (two requests)");
-        }
-        if self.backoff.base.is_zero() || self.backoff.cap < self.backoff.base {
-            return bad("backoff_base must be positive and at most backoff_max");
-        }
-        if self.max_buffer_records < self.batch_records {
-            return bad("max_buffer_records must be at least buffer_capacity");
-        }
-        self.endpoint.proxy().map_err(EngineError::Invalid)?;
-        if self.senders == 0 || self.senders > 64 {
-            return bad("max_in_flight must be between 1 and 64");
-        }
-        let url = &self.endpoint.url;
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return bad("host must start with http:// or https://");
-        }
-        Ok(())
+impl From<crate::settings::SettingsError> for EngineError {
+    fn from(e: crate::settings::SettingsError) -> Self {
+        EngineError::Invalid(e.0)
     }
 }
 
-/// One pipeline: a buffer and its sender threads.
+thread_local! {
+    /// Encoding buffer reused across records; taken (not borrowed) so that
+    /// a record logged while encoding another gets a fresh one.
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
+
+/// Largest encoding buffer kept for the next record of a thread.
+const SCRATCH_KEEP: usize = 1 << 20;
+
+/// How a batch ended.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Fate {
+    /// The endpoint accepted it; `wire` bytes were sent.
+    Delivered { wire: usize },
+    /// Written to the spool.
+    Spooled,
+    /// Lost, for this reason.
+    Dropped(Reason),
+}
+
+/// What the sender threads share with the engine.
+#[derive(Debug)]
+pub(crate) struct Pipeline {
+    pub queue: Queue,
+    pub counters: Counters,
+    pub reporter: Reporter,
+    pub destination: Destination,
+    pub resolved: Resolved,
+    pub spool: Option<Spool>,
+    pub replay: Mutex<Replay>,
+}
+
+impl Pipeline {
+    fn settings(&self) -> &Settings {
+        &self.resolved.settings
+    }
+
+    /// Settles a batch in flight and counts its fate, unless it was
+    /// settled already (then it was counted already).
+    pub fn settle(&self, batch: &Batch, fate: Fate) {
+        self.queue.settle_counted(batch, || self.count(batch, fate));
+    }
+
+    fn count(&self, batch: &Batch, fate: Fate) {
+        let n = batch.count as u64;
+        let c = &self.counters;
+        match fate {
+            Fate::Delivered { wire } => {
+                c.sent.fetch_add(n, Ordering::Relaxed);
+                c.batches_sent.fetch_add(1, Ordering::Relaxed);
+                c.bytes_sent.fetch_add(wire as u64, Ordering::Relaxed);
+            }
+            Fate::Spooled => {
+                c.spooled.fetch_add(n, Ordering::Relaxed);
+            }
+            Fate::Dropped(reason) => c.drop(reason, n),
+        }
+    }
+
+    /// Writes a batch to the spool, if there is one with room.
+    pub fn spool(&self, payload: &[u8], count: usize) -> bool {
+        let Some(spool) = &self.spool else {
+            return false;
+        };
+        match spool.append(payload, count as u32) {
+            Ok(()) => true,
+            Err(e) => {
+                self.reporter.report(Problem::Spool, || {
+                    format!("could not spool a batch ({e}); keeping it in memory")
+                });
+                false
+            }
+        }
+    }
+
+    /// Counts records lost before they reached the buffer, and reports it
+    /// (at most once a minute).
+    fn lost(&self, reason: Reason, n: u64) {
+        self.counters.drop(reason, n);
+        self.reporter.report(Problem::Dropped, || {
+            let stats = self.counters.snapshot();
+            format!(
+                "dropping records ({}): {} dropped so far ({})",
+                reason.name(),
+                stats.dropped(),
+                stats.describe_drops()
+            )
+        });
+    }
+}
+
+/// One pipeline: a destination, a buffer and its sender threads.
 #[derive(Debug)]
 pub struct Engine {
-    shared: Arc<Shared>,
-    senders: usize,
-    block: bool,
+    pipeline: Arc<Pipeline>,
     started: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
 }
 
-impl Engine {
-    /// Checks the configuration; starts nothing (threads start on the first
-    /// record, so a process that forks before logging has none to lose).
-    pub fn new(config: Config) -> Result<Self, EngineError> {
-        config.validate()?;
-        let limits = Limits {
-            batch_records: config.batch_records,
-            batch_bytes: MAX_REQUEST_BYTES,
-            max_bytes: config.max_buffer_bytes,
-            max_records: config.max_buffer_records,
-            flush_interval: config.flush_interval,
+/// A record that found the buffer full with `drop_extra_events=False`:
+/// [`Pending::wait`] waits for room (call it without holding any lock a
+/// sender could need, such as the GIL).
+#[derive(Debug)]
+pub struct Pending<'a> {
+    engine: &'a Engine,
+    record: Vec<u8>,
+}
+
+impl Pending<'_> {
+    /// Waits for room, then buffers the record.
+    pub fn wait(self) {
+        let engine = self.engine;
+        // Without a sender nothing would ever make room: do not wait.
+        let result = if engine.started.load(Ordering::Acquire) {
+            engine.pipeline.queue.push_wait(&self.record, None)
+        } else {
+            Push::Full
         };
-        let spool = match &config.spool {
+        engine.count(result);
+        keep_scratch(self.record);
+    }
+}
+
+fn keep_scratch(buf: Vec<u8>) {
+    if buf.capacity() <= SCRATCH_KEEP {
+        SCRATCH.set(buf);
+    }
+}
+
+impl Engine {
+    /// Builds the engine; starts nothing (threads start on the first record,
+    /// so a process that forks before logging has none to lose), except to
+    /// replay what an earlier process left in the spool.
+    pub fn new(resolved: Resolved) -> Result<Self, EngineError> {
+        let s = &resolved.settings;
+        let limits = Limits {
+            batch_records: s.buffer_capacity,
+            batch_bytes: MAX_REQUEST_BYTES,
+            max_bytes: s.max_buffer_bytes,
+            max_records: s.max_buffer_records,
+            flush_interval: s.flush_interval,
+        };
+        let spool = match &s.spool_dir {
             None => None,
-            Some((dir, max_bytes)) => Some(Spool::open(dir, *max_bytes).map_err(|e| {
+            Some(dir) => Some(Spool::open(dir, s.spool_max_bytes).map_err(|e| {
                 EngineError::Invalid(format!("cannot open spool_dir {}: {e}", dir.display()))
             })?),
         };
         let backlog = spool.as_ref().is_some_and(|s| !s.is_empty());
         let engine = Self {
-            shared: Arc::new(Shared {
+            pipeline: Arc::new(Pipeline {
                 queue: Queue::new(limits),
-                stats: Stats::default(),
+                counters: Counters::default(),
                 reporter: Reporter::default(),
-                endpoint: config.endpoint,
-                retry_timeout: config.retry_timeout,
-                backoff: config.backoff,
+                destination: Destination::new(&resolved),
+                resolved,
                 spool,
                 replay: Mutex::new(Replay::default()),
             }),
-            senders: config.senders,
-            block: config.block,
             started: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
         };
         if backlog {
-            // What an earlier process left in the spool goes out now.
             engine.start();
         }
         Ok(engine)
+    }
+
+    /// The settings it runs with.
+    pub fn settings(&self) -> &Settings {
+        self.pipeline.settings()
+    }
+
+    /// The destination's kind.
+    pub fn destination(&self) -> Kind {
+        self.settings().destination
     }
 
     fn start(&self) {
@@ -141,11 +219,11 @@ impl Engine {
             return;
         }
         let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
-        for i in 0..self.senders {
-            let shared = self.shared.clone();
+        for i in 0..self.settings().max_in_flight {
+            let pipeline = self.pipeline.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("timber-sender-{i}"))
-                .spawn(move || worker::run(shared));
+                .spawn(move || worker::run(&pipeline));
             match spawned {
                 Ok(h) => threads.push(h),
                 Err(e) => say(&format!("could not start a sender thread: {e}")),
@@ -157,110 +235,92 @@ impl Engine {
         }
     }
 
-    /// Buffers one encoded record without waiting; counts it if dropped.
-    /// With `block`, a full buffer is not a drop: [`Push::Full`] tells the
-    /// caller to [`Engine::push_wait`] (after releasing its own locks).
-    pub fn push(&self, record: &[u8]) -> Push {
+    /// Encodes one event on the calling thread and buffers it without
+    /// waiting. With `drop_extra_events=False` and a full buffer, returns
+    /// the record to [`Pending::wait`] for.
+    pub fn emit<E: Event>(&self, event: &E, context: &[(Box<str>, Value)]) -> Option<Pending<'_>> {
+        self.pipeline
+            .counters
+            .accepted
+            .fetch_add(1, Ordering::Relaxed);
+        let mut buf = SCRATCH.take();
+        self.pipeline.destination.encode(event, context, &mut buf);
         if !self.started.load(Ordering::Relaxed) {
             self.start();
         }
-        let result = self.shared.queue.push(record);
-        if !(self.block && result == Push::Full) {
-            self.count(result);
+        let result = self.pipeline.queue.push(&buf);
+        if result == Push::Full && !self.settings().drop_extra_events {
+            return Some(Pending {
+                engine: self,
+                record: buf,
+            });
         }
-        result
-    }
-
-    /// Whether a full buffer makes [`Engine::push`] ask the caller to wait
-    /// (`drop_extra_events=False`) rather than drop the record.
-    pub fn waits_when_full(&self) -> bool {
-        self.block
-    }
-
-    /// Buffers one encoded record, waiting for room if the buffer is full
-    /// (`drop_extra_events=False`). Call without holding any lock a sender
-    /// could need.
-    pub fn push_wait(&self, record: &[u8]) -> Push {
-        if !self.started.load(Ordering::Relaxed) {
-            self.start();
-        }
-        // Without a sender nothing would ever make room: do not wait.
-        let result = if self.started.load(Ordering::Acquire) {
-            self.shared.queue.push_wait(record, None)
-        } else {
-            Push::Full
-        };
         self.count(result);
-        result
+        keep_scratch(buf);
+        None
+    }
+
+    /// Counts a record handed over that could not be encoded at all.
+    pub fn failed(&self) {
+        self.pipeline
+            .counters
+            .accepted
+            .fetch_add(1, Ordering::Relaxed);
+        self.pipeline.lost(Reason::Error, 1);
     }
 
     fn count(&self, result: Push) {
-        let stats = &self.shared.stats;
         let reason = match result {
-            Push::Accepted => {
-                stats.accepted.fetch_add(1, Ordering::Relaxed);
-                return;
-            }
+            Push::Accepted => return,
             Push::Full => Reason::Full,
             Push::TooLarge => Reason::TooLarge,
             Push::Closed => Reason::Shutdown,
         };
-        self.drop_records(reason, 1);
-    }
-
-    /// Counts records dropped before they reached the buffer, and reports
-    /// it (at most once a minute).
-    pub fn drop_records(&self, reason: Reason, n: u64) {
-        let stats = &self.shared.stats;
-        stats.drop(reason, n);
-        self.shared.reporter.report(Problem::Dropped, || {
-            let snap = stats.snapshot();
-            format!(
-                "dropping records ({}): {} dropped so far ({})",
-                reason.name(),
-                snap.dropped_total(),
-                describe_drops(&snap)
-            )
-        });
+        self.pipeline.lost(reason, 1);
     }
 
     /// Sends what is buffered and waits until every record pushed before the
-    /// call is delivered or given up, for at most `timeout`.
-    pub fn flush(&self, timeout: Duration) -> bool {
+    /// call is delivered, spooled or given up, for at most `timeout`
+    /// (`flush_timeout` if `None`). True if that happened in time.
+    pub fn flush(&self, timeout: Option<Duration>) -> bool {
         if !self.started.load(Ordering::Relaxed) {
             return true;
         }
-        self.shared.queue.flush(Instant::now() + timeout)
+        let timeout = timeout.unwrap_or(self.settings().flush_timeout);
+        self.pipeline.queue.flush(Instant::now() + timeout)
     }
 
-    /// Stops accepting records, sends what is buffered for at most
-    /// `timeout`, then gives up on the rest and stops the senders. Prints the
-    /// totals of dropped records, if any. Idempotent.
-    pub fn close(&self, timeout: Duration) -> bool {
+    /// Stops accepting records, sends what is buffered for at most `timeout`
+    /// (`shutdown_timeout` if `None`), then settles the rest: to the spool
+    /// if there is one, else counted as lost; and stops the senders. Prints
+    /// the total of undelivered records, if any. Idempotent.
+    pub fn close(&self, timeout: Option<Duration>) -> bool {
         if self.closed.swap(true, Ordering::AcqRel) {
             return true;
         }
+        let timeout = timeout.unwrap_or(self.settings().shutdown_timeout);
         let deadline = Instant::now() + timeout;
-        let queue = &self.shared.queue;
-        queue.close();
-        let drained = !self.started.load(Ordering::Relaxed) || queue.drain(deadline);
+        let p = &self.pipeline;
+        p.queue.close();
+        let drained = !self.started.load(Ordering::Relaxed) || p.queue.drain(deadline);
         if !drained {
-            let (left, in_flight) = queue.abort();
-            let stats = &self.shared.stats;
-            stats.drop(Reason::Shutdown, in_flight);
-            for batch in left {
-                let spooled = self
-                    .shared
-                    .spool
-                    .as_ref()
-                    .is_some_and(|s| s.append(batch.body(), batch.count as u32).is_ok());
-                if spooled {
-                    stats
-                        .spooled
-                        .fetch_add(batch.count as u64, Ordering::Relaxed);
+            let (never_taken, in_flight) = p.queue.abort();
+            for batch in never_taken {
+                let n = batch.count as u64;
+                if p.spool(batch.body(), batch.count) {
+                    p.counters.spooled.fetch_add(n, Ordering::Relaxed);
                 } else {
-                    stats.drop(Reason::Shutdown, batch.count as u64);
+                    p.counters.drop(Reason::Shutdown, n);
                 }
+            }
+            // A sender still holds these; whoever settles first counts.
+            for batch in in_flight {
+                let fate = if p.spool(batch.body(), batch.count) {
+                    Fate::Spooled
+                } else {
+                    Fate::Dropped(Reason::Shutdown)
+                };
+                p.settle(&batch, fate);
             }
         }
         // Senders blocked in a request past the deadline are left behind;
@@ -275,13 +335,13 @@ impl Engine {
                 let _ = h.join();
             }
         }
-        let snap = self.shared.stats.snapshot();
-        if snap.dropped_total() > 0 {
+        let stats = self.stats();
+        if stats.dropped() > 0 {
             say(&format!(
                 "{} of {} records were not delivered ({})",
-                snap.dropped_total(),
-                snap.accepted + self.shared.stats.dropped(Reason::Full),
-                describe_drops(&snap)
+                stats.dropped(),
+                stats.accepted,
+                stats.describe_drops()
             ));
         }
         drained
@@ -292,40 +352,28 @@ impl Engine {
         self.closed.load(Ordering::Relaxed)
     }
 
-    /// Records dropped for `reason` so far.
-    pub fn dropped(&self, reason: Reason) -> u64 {
-        self.shared.stats.dropped(reason)
+    /// Records dropped because the buffer was full.
+    pub fn dropcount(&self) -> u64 {
+        self.pipeline.counters.dropped(Reason::Full)
     }
 
-    /// A copy of the counters.
-    pub fn stats(&self) -> Snapshot {
-        self.shared.stats.snapshot()
+    /// Every counter, with what the buffer holds now.
+    pub fn stats(&self) -> Stats {
+        let p = &self.pipeline;
+        let (bytes, records) = p.queue.held();
+        Stats {
+            buffered_records: records as u64,
+            buffered_bytes: bytes as u64,
+            batches_in_flight: p.queue.in_flight() as u64,
+            ..p.counters.snapshot()
+        }
     }
-
-    /// Batches being sent right now.
-    pub fn in_flight(&self) -> usize {
-        self.shared.queue.in_flight()
-    }
-
-    /// Bytes and records held in the buffer.
-    pub fn buffered(&self) -> (usize, usize) {
-        self.shared.queue.held()
-    }
-}
-
-fn describe_drops(snap: &Snapshot) -> String {
-    snap.dropped
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(name, n)| format!("{name}: {n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 impl Drop for Engine {
     /// An engine dropped without `close` lets its senders drain in the
     /// background; nothing here waits.
     fn drop(&mut self) {
-        self.shared.queue.close();
+        self.pipeline.queue.close();
     }
 }

@@ -1,29 +1,43 @@
-//! The timber engine: turns log records into Timber frames and ships them.
+//! The timber engine: turns log events into frames and ships them.
 //!
 //! ```text
-//!  logging thread                         sender threads (named, no GIL)
-//!  ──────────────                         ─────────────────────────────
-//!  record ─▶ encode (record, encode) ─▶ queue ─▶ worker ─▶ transport ─▶ POST /frames
-//!            one msgpack map, once      bounded   retry      keep-alive
-//!                                        bytes     backoff    pool
+//!  logging thread                          sender threads (named, no GIL)
+//!  ──────────────                          ─────────────────────────────
+//!  Event ─▶ Destination::encode ─▶ Queue ─▶ worker ─▶ Transport ─▶ endpoint
+//!  (source)  one record, once       bounded  body once,  keep-alive
+//!                                   bytes    retry,      pool
+//!                                            spool
 //! ```
 //!
-//! This crate knows nothing of Python: the glue (`timber-py`) walks Python
-//! objects into a [`encode::Sink`], and the collector reuses the frame model
-//! and the decoder as they are.
+//! This crate knows nothing of Python. A source describes each event
+//! through the [`Event`] trait and writes its values into a [`Sink`]; the
+//! engine owns everything else: the [`Settings`] (every option declared
+//! once), the frame, the destination, the buffer, delivery and its
+//! accounting ([`Stats`]). What is public is what this file re-exports.
 
-pub mod compress;
-pub mod decode;
-pub mod encode;
-pub mod engine;
-pub mod proxy;
-pub mod queue;
-pub mod record;
-pub mod retry;
-pub mod spool;
-pub mod stats;
-pub mod transport;
-pub mod value;
-pub mod worker;
+mod compress;
+mod decode;
+mod destination;
+mod encode;
+mod engine;
+mod event;
+mod proxy;
+mod queue;
+mod record;
+mod retry;
+mod settings;
+mod spool;
+mod stats;
+mod transport;
+mod value;
+mod worker;
 
-pub use engine::{Config, Engine, EngineError};
+pub use decode::{escape_bytes, split_frames, transcode_one, DecodeError, Skip, MAX_DECODE_DEPTH};
+pub use destination::{Answer, Kind, Outcome, Verdict};
+pub use encode::{Json, Msgpack, Sink};
+pub use engine::{Engine, EngineError, Pending};
+pub use event::{extra_key, hostname, write_frame, Event, Policy, Time, MAX_BACKTRACE};
+pub use record::{ErrorInfo, Location, Runtime, System, RESERVED_KEYS};
+pub use settings::{Declared, Raw, Resolved, Settings, SettingsError, DECLARED};
+pub use stats::{Reason, Stats};
+pub use value::{Builder, Value, CYCLE_MARKER, DEPTH_MARKER, MAX_DEPTH};

@@ -11,7 +11,7 @@
 //! refused ([`Push::Full`]); the caller drops it or waits for room.
 
 use crate::encode::{put_array_header, MAX_ARRAY_HEADER};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -57,10 +57,12 @@ pub enum Next {
     Done,
 }
 
-/// Records ready to send, as one msgpack array.
-#[derive(Debug)]
+/// Records ready to send, as one msgpack array. Cloning shares the bytes:
+/// the queue keeps a copy of each batch in flight, so that close can spool
+/// or count what a sender still holds.
+#[derive(Debug, Clone)]
 pub struct Batch {
-    buf: Vec<u8>,
+    buf: std::sync::Arc<Vec<u8>>,
     start: usize,
     /// Number of records.
     pub count: usize,
@@ -90,8 +92,7 @@ struct State {
     held_records: usize,
     next_seq: u64,
     unsettled: BTreeSet<u64>,
-    in_flight_records: usize,
-    in_flight_batches: usize,
+    in_flight: BTreeMap<u64, Batch>,
     closing: bool,
     aborted: bool,
 }
@@ -111,7 +112,7 @@ impl State {
         }
         self.unsettled.insert(self.filling_first_seq);
         self.ready.push_back(Batch {
-            buf,
+            buf: std::sync::Arc::new(buf),
             start,
             count: self.filling_count,
             first_seq: self.filling_first_seq,
@@ -154,8 +155,7 @@ impl Queue {
                 held_records: 0,
                 next_seq: 0,
                 unsettled: BTreeSet::new(),
-                in_flight_records: 0,
-                in_flight_batches: 0,
+                in_flight: BTreeMap::new(),
                 closing: false,
                 aborted: false,
             }),
@@ -243,6 +243,7 @@ impl Queue {
 
     /// The next batch to send, waiting for one; `None` once the buffer is
     /// closed and empty, or aborted.
+    #[cfg(test)]
     pub fn next_batch(&self) -> Option<Batch> {
         loop {
             match self.next_batch_until(None) {
@@ -261,8 +262,7 @@ impl Queue {
                 return Next::Done;
             }
             if let Some(b) = st.ready.pop_front() {
-                st.in_flight_records += b.count;
-                st.in_flight_batches += 1;
+                st.in_flight.insert(b.first_seq, b.clone());
                 return Next::Batch(b);
             }
             let due = st
@@ -296,16 +296,29 @@ impl Queue {
         }
     }
 
-    /// Marks a batch as done with (delivered or given up), freeing its bytes.
-    pub fn settle(&self, batch: Batch) {
+    /// Marks a batch in flight as done with (delivered, spooled or given
+    /// up), freeing its bytes. Only the first settlement of a batch counts:
+    /// `count` runs for it, before anyone waiting on the batch is woken (so
+    /// that what they read next includes it); false, and `count` not run,
+    /// if it was already settled (by close, while a sender still held it).
+    pub fn settle_counted(&self, batch: &Batch, count: impl FnOnce()) -> bool {
         let mut st = self.lock();
-        st.held_bytes -= batch.held();
-        st.held_records -= batch.count;
-        st.unsettled.remove(&batch.first_seq);
-        st.in_flight_records -= batch.count;
-        st.in_flight_batches -= 1;
+        let Some(b) = st.in_flight.remove(&batch.first_seq) else {
+            return false;
+        };
+        count();
+        st.held_bytes -= b.held();
+        st.held_records -= b.count;
+        st.unsettled.remove(&b.first_seq);
         drop(st);
         self.settled.notify_all();
+        true
+    }
+
+    /// [`Queue::settle_counted`] with nothing to count.
+    #[cfg(test)]
+    pub fn settle(&self, batch: &Batch) -> bool {
+        self.settle_counted(batch, || {})
     }
 
     /// Seals the filling batch and waits until every record pushed before
@@ -360,14 +373,15 @@ impl Queue {
     }
 
     /// Stops senders as soon as possible: pending waits end, nothing more is
-    /// taken. Returns the batches never taken, and the number of records in
-    /// flight (senders do not count those as dropped again).
-    pub fn abort(&self) -> (Vec<Batch>, u64) {
+    /// taken. Returns the batches never taken (no longer held), and copies of
+    /// those in flight, still to be settled (by their sender or the caller,
+    /// whichever is first).
+    pub fn abort(&self) -> (Vec<Batch>, Vec<Batch>) {
         let mut st = self.lock();
         st.aborted = true;
         st.closing = true;
         st.seal();
-        let in_flight = st.in_flight_records as u64;
+        let in_flight = st.in_flight.values().cloned().collect();
         let mut left = Vec::new();
         while let Some(b) = st.ready.pop_front() {
             st.held_bytes -= b.held();
@@ -417,7 +431,7 @@ impl Queue {
 
     /// Batches taken by senders and not yet settled.
     pub fn in_flight(&self) -> usize {
-        self.lock().in_flight_batches
+        self.lock().in_flight.len()
     }
 
     /// Bytes and records currently held (filling, ready and in flight).
@@ -484,7 +498,7 @@ mod tests {
         while let Some(b) = q.next_batch() {
             assert!(b.body().len() <= 64, "{}", b.body().len());
             total += b.count;
-            q.settle(b);
+            q.settle(&b);
         }
         assert_eq!(total, 10);
         assert_eq!(q.push(&big), Push::Closed);
@@ -502,7 +516,7 @@ mod tests {
         assert!(accepted >= 2);
         assert!(q.held().0 <= 40);
         let b = q.next_batch().unwrap();
-        q.settle(b);
+        q.settle(&b);
         assert_eq!(q.push(&r), Push::Accepted);
         assert_eq!(q.push(&[0u8; 70]), Push::TooLarge);
     }
@@ -517,7 +531,7 @@ mod tests {
             std::thread::spawn(move || {
                 let b = q.next_batch().unwrap();
                 std::thread::sleep(Duration::from_millis(30));
-                q.settle(b);
+                q.settle(&b);
             })
         };
         assert!(q.flush(Instant::now() + Duration::from_secs(5)));
@@ -545,7 +559,7 @@ mod tests {
             std::thread::spawn(move || {
                 std::thread::sleep(Duration::from_millis(20));
                 let b = q.next_batch().unwrap();
-                q.settle(b);
+                q.settle(&b);
             })
         };
         assert_eq!(q.push_wait(&r, None), Push::Accepted);
@@ -559,11 +573,13 @@ mod tests {
         q.push(&rec(2));
         let first = q.next_batch().unwrap();
         let (left, in_flight) = q.abort();
-        assert_eq!((left.len(), in_flight), (1, 1));
+        assert_eq!((left.len(), in_flight.len()), (1, 1));
         assert!(q.next_batch().is_none());
         assert!(!q.pause(Duration::from_secs(10)));
         assert!(!q.drain(Instant::now() + Duration::from_secs(10)));
-        q.settle(first);
+        // Settled once, by whoever is first.
+        assert!(q.settle(&in_flight[0]));
+        assert!(!q.settle(&first));
     }
 
     #[test]
@@ -577,7 +593,7 @@ mod tests {
                 let b = q.next_batch().unwrap();
                 // A long backoff, cut short only by close.
                 q.pause(Duration::from_secs(60));
-                q.settle(b);
+                q.settle(&b);
             })
         };
         // Let it take the batch and start its backoff.
@@ -591,7 +607,7 @@ mod tests {
             std::thread::spawn(move || {
                 let b = q.next_batch().unwrap();
                 tx.send(decode(&b)).unwrap();
-                q.settle(b);
+                q.settle(&b);
             })
         };
         std::thread::sleep(Duration::from_millis(20));
@@ -631,7 +647,7 @@ mod tests {
                         assert!(b.body().len() <= lim.batch_bytes);
                         assert!(b.count <= lim.batch_records);
                         delivered.extend(decode(&b));
-                        q.settle(b);
+                        q.settle(&b);
                     }
                 }
                 match q.push(&rec(i)) {
@@ -648,7 +664,7 @@ mod tests {
             q.close();
             while let Some(b) = q.next_batch() {
                 delivered.extend(decode(&b));
-                q.settle(b);
+                q.settle(&b);
             }
             assert_eq!(accepted, delivered, "round {round}");
         }

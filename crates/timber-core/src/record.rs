@@ -43,7 +43,7 @@ pub struct System<'a> {
     /// Process name.
     pub process_name: Option<&'a str>,
     /// Host name.
-    pub hostname: &'a str,
+    pub hostname: Option<&'a str>,
 }
 
 /// One exception frame, innermost last in [`ErrorInfo::backtrace`].
@@ -184,7 +184,7 @@ impl Frame<'_> {
         sink.str("process_name");
         opt_str(sink, s.process_name);
         sink.str("hostname");
-        sink.str(s.hostname);
+        opt_str(sink, s.hostname);
     }
 }
 
@@ -288,7 +288,7 @@ mod tests {
             system: System {
                 pid: Some(20643),
                 process_name: Some("python"),
-                hostname: "host",
+                hostname: Some("host"),
             },
         };
         let mut j = Json::new();

@@ -1,43 +1,11 @@
-//! Which answers are retried, and how long to wait: pure functions of the
-//! outcome, the `Retry-After` header and the attempt number.
+//! How long to wait between attempts: pure functions of the `Retry-After`
+//! header, the attempt number and the jitter. Which answers are retried is
+//! each destination's `classify`.
 
 use std::time::{Duration, SystemTime};
 
-/// What happened to one attempt at sending a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The server answered with this status (and `Retry-After`, if any).
-    Status(u16, Option<String>),
-    /// No answer: connection refused or reset, timeout, TLS failure.
-    Transport(String),
-}
-
-/// What to do with a batch after an attempt.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    /// Delivered.
-    Delivered,
-    /// Try again, no earlier than the given delay if the server named one.
-    Retry(Option<Duration>),
-    /// The server refused it for good (a 4xx other than 408/429): drop it.
-    Rejected,
-}
-
 /// Longest wait honoured from a `Retry-After` header.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
-
-/// Classifies an attempt: 2xx delivered; connection errors, 408, 429 and
-/// 5xx except 501 retried; every other status rejected.
-pub fn classify(outcome: &Outcome, now: SystemTime) -> Verdict {
-    match outcome {
-        Outcome::Transport(_) => Verdict::Retry(None),
-        Outcome::Status(s, _) if (200..300).contains(s) => Verdict::Delivered,
-        Outcome::Status(s, after) if *s == 408 || *s == 429 || (*s >= 500 && *s != 501) => {
-            Verdict::Retry(after.as_deref().and_then(|h| retry_after(h, now)))
-        }
-        Outcome::Status(..) => Verdict::Rejected,
-    }
-}
 
 /// Parses `Retry-After` (delay in seconds, or an HTTP date), capped at
 /// [`MAX_RETRY_AFTER`].
@@ -126,26 +94,6 @@ impl Default for Jitter {
 mod tests {
     use super::*;
 
-    fn status(s: u16) -> Verdict {
-        classify(&Outcome::Status(s, None), SystemTime::now())
-    }
-
-    #[test]
-    fn classification() {
-        assert_eq!(status(202), Verdict::Delivered);
-        assert_eq!(status(200), Verdict::Delivered);
-        for s in [408, 429, 500, 502, 503, 504, 599] {
-            assert_eq!(status(s), Verdict::Retry(None), "{s}");
-        }
-        for s in [400, 401, 403, 404, 413, 415, 501] {
-            assert_eq!(status(s), Verdict::Rejected, "{s}");
-        }
-        assert_eq!(
-            classify(&Outcome::Transport("refused".into()), SystemTime::now()),
-            Verdict::Retry(None)
-        );
-    }
-
     #[test]
     fn retry_after_seconds_and_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(784_111_777);
@@ -161,10 +109,6 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(retry_after("soon", now), None);
-        assert_eq!(
-            classify(&Outcome::Status(429, Some("2".into())), now),
-            Verdict::Retry(Some(Duration::from_secs(2)))
-        );
     }
 
     #[test]

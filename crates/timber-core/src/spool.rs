@@ -24,6 +24,7 @@ use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 const MAGIC: &[u8; 4] = b"TSB1";
@@ -101,6 +102,15 @@ impl Lane {
             segment,
             offset,
             last_id,
+        })
+    }
+
+    /// Whether the lane holds bytes past its cursor (asked once, at open).
+    fn has_unread(&self) -> bool {
+        self.segments.iter().any(|id| {
+            let len = fs::metadata(self.segment_path(*id)).map_or(0, |m| m.len());
+            let read = if *id == self.segment { self.offset } else { 0 };
+            len > read
         })
     }
 
@@ -206,6 +216,10 @@ pub struct Spool {
     max_bytes: u64,
     own: PathBuf,
     inner: Mutex<Inner>,
+    /// Whether anything may wait to be replayed: set by every append, and
+    /// cleared only when a read finds nothing, so that the senders' loop
+    /// asks the file system nothing while the spool is empty.
+    pending: AtomicBool,
 }
 
 /// Whether a directory under the root is a lane: `<20 digits>-<digits>`.
@@ -299,6 +313,7 @@ impl Spool {
         let mut lanes: VecDeque<Lane> = adopted.into_iter().collect();
         let total = lanes.iter().map(|l| dir_bytes(&l.dir)).sum();
         lanes.push_back(Lane::load(own.clone(), lock)?);
+        let pending = lanes.iter().any(Lane::has_unread);
         Ok(Self {
             max_bytes,
             own,
@@ -307,6 +322,7 @@ impl Spool {
                 writer: None,
                 total,
             }),
+            pending: AtomicBool::new(pending),
         })
     }
 
@@ -353,14 +369,23 @@ impl Spool {
         }
         *len += size;
         inner.total += size;
+        self.pending.store(true, Ordering::Release);
         Ok(())
     }
 
     /// The oldest batch not yet delivered, if any.
     pub fn next(&self) -> io::Result<Option<Entry>> {
         let mut inner = self.lock();
+        let found = self.next_locked(&mut inner);
+        if let Ok(None) = found {
+            self.pending.store(false, Ordering::Release);
+        }
+        found
+    }
+
+    fn next_locked(&self, inner: &mut Inner) -> io::Result<Option<Entry>> {
         let writing = inner.writer.as_ref().map(|(id, _, _)| *id);
-        let Inner { lanes, total, .. } = &mut *inner;
+        let Inner { lanes, total, .. } = inner;
         while let Some(lane) = lanes.front_mut() {
             let own = lane.dir == self.own;
             match lane.read(writing.filter(|_| own), total) {
@@ -416,24 +441,14 @@ impl Spool {
         lane.save_cursor()
     }
 
-    /// Whether anything is waiting to be replayed.
+    /// Whether nothing is waiting to be replayed (as far as the last read
+    /// knows: an entry found torn when read makes it empty only then).
     pub fn is_empty(&self) -> bool {
-        let inner = self.lock();
-        let unread: u64 = inner
-            .lanes
-            .iter()
-            .flat_map(|l| {
-                l.segments.iter().map(move |id| {
-                    let len = fs::metadata(l.segment_path(*id)).map_or(0, |m| m.len());
-                    let read = if *id == l.segment { l.offset } else { 0 };
-                    len.saturating_sub(read)
-                })
-            })
-            .sum();
-        unread == 0
+        !self.pending.load(Ordering::Acquire)
     }
 
     /// Bytes held on disk.
+    #[cfg(test)]
     pub fn bytes(&self) -> u64 {
         self.lock().total
     }

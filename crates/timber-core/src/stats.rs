@@ -53,67 +53,91 @@ impl Reason {
 
 /// Counters shared by the logging threads and the sender threads.
 #[derive(Debug, Default)]
-pub struct Stats {
-    /// Records accepted into the buffer.
+pub(crate) struct Counters {
     pub accepted: AtomicU64,
-    /// Records the server accepted.
     pub sent: AtomicU64,
-    /// Request bodies sent and accepted, in bytes.
     pub bytes_sent: AtomicU64,
-    /// Batches accepted by the server.
     pub batches_sent: AtomicU64,
-    /// Attempts that will be retried.
     pub retries: AtomicU64,
-    /// Attempts that failed (any reason).
     pub failed_attempts: AtomicU64,
-    /// Records written to the spool.
     pub spooled: AtomicU64,
-    /// Records delivered from the spool.
     pub replayed: AtomicU64,
     dropped: [AtomicU64; 6],
 }
 
-/// A copy of the counters at one moment.
+/// What happened to records so far, with what the buffer holds now.
+///
+/// Without a spool, `accepted = sent + dropped + buffered_records` at every
+/// moment; with one, records written to the spool (`spooled`) leave the
+/// buffer and come back as `sent` (and `replayed`) when delivered.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    /// See [`Stats::accepted`].
+pub struct Stats {
+    /// Records handed to the handler.
     pub accepted: u64,
-    /// See [`Stats::sent`].
+    /// Records the endpoint accepted.
     pub sent: u64,
-    /// See [`Stats::bytes_sent`].
-    pub bytes_sent: u64,
-    /// See [`Stats::batches_sent`].
-    pub batches_sent: u64,
-    /// See [`Stats::retries`].
+    /// Records dropped per reason, in [`Reason::ALL`] order.
+    pub dropped_by_reason: Vec<(&'static str, u64)>,
+    /// Attempts that will be retried.
     pub retries: u64,
-    /// See [`Stats::failed_attempts`].
+    /// Attempts that failed (any reason).
     pub failed_attempts: u64,
-    /// See [`Stats::spooled`].
+    /// Records written to the spool.
     pub spooled: u64,
-    /// See [`Stats::replayed`].
+    /// Records delivered from the spool (this process's or an earlier one's).
     pub replayed: u64,
-    /// Dropped records per reason, in [`Reason::ALL`] order.
-    pub dropped: Vec<(&'static str, u64)>,
-}
-
-impl Snapshot {
-    /// All records dropped, whatever the reason.
-    pub fn dropped_total(&self) -> u64 {
-        self.dropped.iter().map(|(_, n)| n).sum()
-    }
+    /// Batches the endpoint accepted.
+    pub batches_sent: u64,
+    /// Request bodies accepted, in bytes on the wire.
+    pub bytes_sent: u64,
+    /// Records held in the buffer (filling, ready and in flight).
+    pub buffered_records: u64,
+    /// Bytes held in the buffer.
+    pub buffered_bytes: u64,
+    /// Batches being sent right now.
+    pub batches_in_flight: u64,
 }
 
 impl Stats {
+    /// All records dropped, whatever the reason.
+    pub fn dropped(&self) -> u64 {
+        self.dropped_by_reason.iter().map(|(_, n)| n).sum()
+    }
+
+    /// Every plain counter by its name in `stats()`, `dropped` included
+    /// (`dropped_by_reason` is the one nested map).
+    pub fn fields(&self) -> [(&'static str, u64); 12] {
+        [
+            ("accepted", self.accepted),
+            ("sent", self.sent),
+            ("dropped", self.dropped()),
+            ("retries", self.retries),
+            ("failed_attempts", self.failed_attempts),
+            ("spooled", self.spooled),
+            ("replayed", self.replayed),
+            ("batches_sent", self.batches_sent),
+            ("bytes_sent", self.bytes_sent),
+            ("buffered_records", self.buffered_records),
+            ("buffered_bytes", self.buffered_bytes),
+            ("batches_in_flight", self.batches_in_flight),
+        ]
+    }
+
+    /// The dropped records by reason, for messages: `"shutdown: 3, ..."`.
+    pub fn describe_drops(&self) -> String {
+        self.dropped_by_reason
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{name}: {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+impl Counters {
     /// Counts `n` records dropped for `why`.
     pub fn drop(&self, why: Reason, n: u64) {
         self.dropped[why as usize].fetch_add(n, Relaxed);
-    }
-
-    /// Takes back `n` records counted as dropped for `why` (a batch given
-    /// up at close whose request then completed).
-    pub fn undrop(&self, why: Reason, n: u64) {
-        let counter = &self.dropped[why as usize];
-        let _ = counter.fetch_update(Relaxed, Relaxed, |v| Some(v.saturating_sub(n)));
     }
 
     /// Records dropped for `why` so far.
@@ -121,9 +145,9 @@ impl Stats {
         self.dropped[why as usize].load(Relaxed)
     }
 
-    /// A copy of every counter.
-    pub fn snapshot(&self) -> Snapshot {
-        Snapshot {
+    /// The counters; the buffer's figures are the caller's to fill in.
+    pub fn snapshot(&self) -> Stats {
+        Stats {
             accepted: self.accepted.load(Relaxed),
             sent: self.sent.load(Relaxed),
             bytes_sent: self.bytes_sent.load(Relaxed),
@@ -132,10 +156,11 @@ impl Stats {
             failed_attempts: self.failed_attempts.load(Relaxed),
             spooled: self.spooled.load(Relaxed),
             replayed: self.replayed.load(Relaxed),
-            dropped: Reason::ALL
+            dropped_by_reason: Reason::ALL
                 .iter()
                 .map(|d| (d.name(), self.dropped(*d)))
                 .collect(),
+            ..Stats::default()
         }
     }
 }
@@ -190,13 +215,14 @@ mod tests {
 
     #[test]
     fn counts_by_reason() {
-        let s = Stats::default();
+        let s = Counters::default();
         s.drop(Reason::Full, 3);
         s.drop(Reason::Shutdown, 2);
         let snap = s.snapshot();
-        assert_eq!(snap.dropped_total(), 5);
-        assert_eq!(snap.dropped[0], ("buffer_full", 3));
-        assert_eq!(snap.dropped[4], ("shutdown", 2));
+        assert_eq!(snap.dropped(), 5);
+        assert_eq!(snap.dropped_by_reason[0], ("buffer_full", 3));
+        assert_eq!(snap.dropped_by_reason[4], ("shutdown", 2));
+        assert_eq!(snap.describe_drops(), "buffer_full: 3, shutdown: 2");
     }
 
     #[test]

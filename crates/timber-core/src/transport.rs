@@ -1,153 +1,127 @@
 //! HTTP delivery of one batch: a keep-alive connection pool (ureq over
-//! rustls, blocking, no async runtime), one POST per batch.
+//! rustls, blocking, no async runtime), one POST per attempt.
 //!
 //! TLS always verifies: against the system's trust store, or against the
 //! certificates of a CA bundle when one is given. Proxies come from the
-//! environment (see [`crate::proxy`]).
+//! environment (resolved with the settings). Redirects are never followed:
+//! the destination judges a 3xx like any other answer.
 
-use crate::compress::Compression;
-use crate::proxy::proxy_for;
-use crate::retry::Outcome;
+use crate::destination::{Answer, Body, Destination, Outcome};
+use crate::settings::Resolved;
 use std::io::Read;
-use std::sync::Arc;
 use std::time::Duration;
-use ureq::tls::{Certificate, PemItem, RootCerts, TlsConfig};
+use ureq::tls::{RootCerts, TlsConfig};
 
-/// Where and how batches are sent.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    /// Full URL of the frames endpoint.
-    pub url: String,
-    /// API key, sent as a bearer token.
-    pub api_key: String,
-    /// Per-request timeout (connect, send, receive).
-    pub timeout: Duration,
-    /// Body encoding.
-    pub compression: Compression,
-    /// Trusted roots instead of the system's, from a CA bundle.
-    pub ca_certs: Option<Arc<Vec<Certificate<'static>>>>,
-}
+/// Most of an answer's body that is read (the rest is skipped).
+const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 
-impl Endpoint {
-    /// The URL without any `user:password@`, for messages.
-    pub fn display_url(&self) -> String {
-        match self.url.split_once("://") {
-            Some((scheme, rest)) => {
-                let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-                let host = authority.rsplit('@').next().unwrap_or(authority);
-                format!("{scheme}://{host}{path}")
-            }
-            None => self.url.clone(),
-        }
-    }
-
-    /// The proxy requests go through, from the environment; an error for a
-    /// proxy setting that cannot be used (never silently bypassed).
-    pub fn proxy(&self) -> Result<Option<ureq::Proxy>, String> {
-        match proxy_for(&self.url, |k| std::env::var(k).ok()) {
-            None => Ok(None),
-            Some(p) => match ureq::Proxy::new(&p) {
-                Ok(proxy) => Ok(Some(proxy)),
-                Err(e) => Err(format!("invalid proxy setting {p:?}: {e}")),
-            },
-        }
-    }
-}
-
-/// Reads the certificates of a PEM CA bundle.
-pub fn load_ca_bundle(pem: &[u8]) -> Result<Vec<Certificate<'static>>, String> {
-    let mut certs = Vec::new();
-    for item in ureq::tls::parse_pem(pem) {
-        match item {
-            Ok(PemItem::Certificate(c)) => certs.push(c),
-            Ok(_) => {}
-            Err(e) => return Err(e.to_string()),
-        }
-    }
-    if certs.is_empty() {
-        return Err("no PEM certificate found".to_owned());
-    }
-    Ok(certs)
-}
-
-/// Builds the Timber frames URL for a host and a source.
-pub fn frames_url(host: &str, source_id: &str) -> String {
-    format!(
-        "{}/sources/{}/frames",
-        host.trim_end_matches('/'),
-        source_id
-    )
-}
-
-/// A connection pool bound to one endpoint.
+/// A connection pool bound to one destination.
 pub struct Transport {
     agent: ureq::Agent,
-    url: String,
-    auth: String,
 }
 
 impl std::fmt::Debug for Transport {
-    // Never print the key.
+    // The agent holds nothing worth printing, and never the key.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transport").field("url", &self.url).finish()
+        f.debug_struct("Transport").finish_non_exhaustive()
     }
 }
 
 impl Transport {
-    /// A pool for `endpoint`; connects lazily.
-    pub fn new(endpoint: &Endpoint) -> Self {
-        let roots = match &endpoint.ca_certs {
+    /// A pool for the resolved settings; connects lazily.
+    pub fn new(resolved: &Resolved) -> Self {
+        let roots = match &resolved.ca_certs {
             Some(certs) => RootCerts::Specific(certs.clone()),
             None => RootCerts::PlatformVerifier,
         };
-        // A bad proxy setting was refused when the engine was made.
-        let proxy = endpoint.proxy().ok().flatten();
+        // The proxy was checked when the settings were resolved.
+        let proxy = resolved
+            .proxy
+            .as_deref()
+            .and_then(|p| ureq::Proxy::new(p).ok());
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .tls_config(TlsConfig::builder().root_certs(roots).build())
             .proxy(proxy)
             .http_status_as_error(false)
-            .timeout_global(Some(endpoint.timeout))
+            .max_redirects(0)
+            .timeout_global(Some(resolved.settings.timeout))
             .max_idle_age(Duration::from_secs(60))
             .user_agent(concat!("timber-python/", env!("CARGO_PKG_VERSION")))
             .build()
             .into();
-        Self {
-            agent,
-            url: endpoint.url.clone(),
-            auth: format!("Bearer {}", endpoint.api_key),
-        }
+        Self { agent }
     }
 
-    /// Sends one msgpack body, encoded as `encoding` says, and reports what
-    /// the server said.
-    pub fn send(&self, body: &[u8], encoding: Option<&str>) -> Outcome {
+    /// Sends one body with the destination's URL and headers, and the
+    /// batch's idempotency key, and reports what the server said.
+    pub fn send(&self, destination: &Destination, body: &Body, key: &str) -> Outcome {
         let mut request = self
             .agent
-            .post(&self.url)
-            .header("Authorization", &self.auth)
-            .header("Content-Type", "application/msgpack");
-        if let Some(encoding) = encoding {
+            .post(destination.url())
+            .header("Idempotency-Key", key);
+        for (name, value) in destination.headers() {
+            request = request.header(*name, value);
+        }
+        if let Some(encoding) = body.encoding {
             request = request.header("Content-Encoding", encoding);
         }
-        let result = request.send(body);
-        match result {
+        match request.send(&body.bytes[..]) {
             Ok(resp) => {
+                let header = |name: &str| {
+                    resp.headers()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned)
+                };
                 let status = resp.status().as_u16();
-                let retry_after = resp
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                // Read the (small) answer so the connection can be reused.
-                let mut sink = Vec::new();
+                let retry_after = header("retry-after");
+                let location = header("location");
+                // Read the (small) answer so the connection can be reused;
+                // a larger one is cut, never held whole.
+                let mut body = Vec::new();
                 let _ = resp
                     .into_body()
                     .into_reader()
-                    .take(64 * 1024)
-                    .read_to_end(&mut sink);
-                Outcome::Status(status, retry_after)
+                    .take(MAX_ANSWER_BYTES)
+                    .read_to_end(&mut body);
+                Outcome::Answered(Answer {
+                    status,
+                    retry_after,
+                    location,
+                    body,
+                })
             }
             Err(e) => Outcome::Transport(e.to_string()),
         }
+    }
+}
+
+/// The idempotency key of a batch: a digest of its records, so that every
+/// retry and every replay from the spool, by this process or the next,
+/// carries the same key, and a receiver can drop what it already stored.
+pub fn idempotency_key(records: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let half = |salt: u64| {
+        let mut h = std::hash::DefaultHasher::new();
+        salt.hash(&mut h);
+        records.hash(&mut h);
+        h.finish()
+    };
+    format!(
+        "{:016x}{:016x}",
+        half(0x7469_6d62_6572),
+        half(0x6672_616d_6573)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_content() {
+        assert_eq!(idempotency_key(b"abc"), idempotency_key(b"abc"));
+        assert_ne!(idempotency_key(b"abc"), idempotency_key(b"abd"));
+        assert_eq!(idempotency_key(b"").len(), 32);
     }
 }

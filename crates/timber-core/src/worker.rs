@@ -1,5 +1,6 @@
-//! The sender threads: each takes a ready batch, sends it, retries it with
-//! backoff until it is delivered, refused, or out of time, then settles it.
+//! The sender threads: each takes a ready batch, has the destination make
+//! the request body (compressed once), sends it, retries it with backoff
+//! until it is delivered, refused, or out of time, then settles it.
 //!
 //! With a spool, a batch that fails its first attempt is written to disk
 //! instead of retried in memory, and one sender at a time replays the spool
@@ -9,43 +10,22 @@
 //! They never take the GIL or call into Python, and never log through the
 //! handler they serve; problems go to [`crate::stats::Reporter`].
 
-use crate::queue::{Batch, Next, Queue};
-use crate::retry::{classify, Backoff, Jitter, Outcome, Verdict};
+use crate::destination::{Body, Outcome, Verdict};
+use crate::engine::{Fate, Pipeline};
+use crate::queue::{Batch, Next};
+use crate::retry::Jitter;
 use crate::spool::Spool;
-use crate::stats::{Problem, Reason, Reporter, Stats};
-use crate::transport::{Endpoint, Transport};
+use crate::stats::{Problem, Reason};
+use crate::transport::{idempotency_key, Transport};
 use std::sync::atomic::Ordering::Relaxed;
-use std::sync::{Arc, Mutex, TryLockError};
+use std::sync::TryLockError;
 use std::time::{Duration, Instant, SystemTime};
-
-/// What the senders share with the engine.
-#[derive(Debug)]
-pub struct Shared {
-    /// The buffer.
-    pub queue: Queue,
-    /// Counters.
-    pub stats: Stats,
-    /// Rate-limited stderr reports.
-    pub reporter: Reporter,
-    /// Where batches go.
-    pub endpoint: Endpoint,
-    /// How long a batch may be retried before it is dropped.
-    pub retry_timeout: Duration,
-    /// Backoff between attempts.
-    pub backoff: Backoff,
-    /// The durable spool, if enabled.
-    pub spool: Option<Spool>,
-    /// Replay state: taken by one sender at a time.
-    pub replay: Mutex<Replay>,
-}
 
 /// When the spool is tried next.
 #[derive(Debug)]
-pub struct Replay {
-    /// Not before this.
-    pub next_attempt: Instant,
-    /// Failed attempts in a row.
-    pub failures: u32,
+pub(crate) struct Replay {
+    next_attempt: Instant,
+    failures: u32,
 }
 
 impl Default for Replay {
@@ -59,26 +39,24 @@ impl Default for Replay {
 
 /// Age after which a sender opens new connections, so that a long-lived
 /// process follows DNS changes and spreads over the endpoint's servers.
-pub const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
+const MAX_CONNECTION_AGE: Duration = Duration::from_secs(300);
 
 /// Body of one sender thread.
-pub fn run(shared: Arc<Shared>) {
+pub(crate) fn run(p: &Pipeline) {
     let mut sender = Sender {
-        transport: Transport::new(&shared.endpoint),
+        transport: Transport::new(&p.resolved),
         opened: Instant::now(),
         jitter: Jitter::new(),
     };
     loop {
-        let wake_at = match &shared.spool {
-            Some(spool) if !shared.queue.is_aborted() && !spool.is_empty() => {
-                sender.replay(&shared, spool)
-            }
+        let wake_at = match &p.spool {
+            Some(spool) if !p.queue.is_aborted() && !spool.is_empty() => sender.replay(p, spool),
             _ => None,
         };
-        match shared.queue.next_batch_until(wake_at) {
+        match p.queue.next_batch_until(wake_at) {
             Next::Batch(batch) => {
-                sender.deliver(&shared, &batch);
-                shared.queue.settle(batch);
+                let fate = sender.deliver(p, &batch);
+                p.settle(&batch, fate);
             }
             Next::Idle => {}
             Next::Done => return,
@@ -93,122 +71,91 @@ struct Sender {
 }
 
 impl Sender {
-    fn send(&mut self, shared: &Shared, body: &[u8]) -> (Outcome, usize) {
+    fn send(&mut self, p: &Pipeline, body: &Body, key: &str) -> Outcome {
         if self.opened.elapsed() > MAX_CONNECTION_AGE {
-            self.transport = Transport::new(&shared.endpoint);
+            self.transport = Transport::new(&p.resolved);
             self.opened = Instant::now();
         }
-        let compression = shared.endpoint.compression;
-        let compressed = compression.encode(body);
-        let wire = compressed.as_deref().unwrap_or(body);
-        let encoding = compressed.as_ref().and(compression.header());
-        (self.transport.send(wire, encoding), wire.len())
+        self.transport.send(&p.destination, body, key)
     }
 
-    fn delivered(shared: &Shared, count: u64, wire_bytes: usize) {
-        let stats = &shared.stats;
-        stats.sent.fetch_add(count, Relaxed);
-        stats.batches_sent.fetch_add(1, Relaxed);
-        stats.bytes_sent.fetch_add(wire_bytes as u64, Relaxed);
-    }
-
-    fn rejected(shared: &Shared, count: u64, outcome: &Outcome) {
-        shared.stats.drop(Reason::Rejected, count);
-        shared.reporter.report(Problem::Delivery, || {
+    fn rejected(p: &Pipeline, count: u64, why: &str) {
+        p.reporter.report(Problem::Delivery, || {
             format!(
-                "{} refused a batch of {count} records ({outcome:?}); it was dropped, not retried",
-                shared.endpoint.display_url()
+                "{} refused a batch of {count} records ({why}); it was dropped, not retried",
+                p.destination.display_url()
             )
         });
     }
 
-    /// Writes a batch to the spool; false if there is no room.
-    fn spool(shared: &Shared, spool: &Spool, batch: &Batch) -> bool {
-        match spool.append(batch.body(), batch.count as u32) {
-            Ok(()) => {
-                shared.stats.spooled.fetch_add(batch.count as u64, Relaxed);
-                true
-            }
-            Err(e) => {
-                shared.reporter.report(Problem::Spool, || {
-                    format!("could not spool a batch ({e}); keeping it in memory")
-                });
-                false
-            }
-        }
-    }
-
-    fn deliver(&mut self, shared: &Shared, batch: &Batch) {
-        let give_up = Instant::now() + shared.retry_timeout;
-        let stats = &shared.stats;
+    /// Delivers one batch, and says how it ended.
+    fn deliver(&mut self, p: &Pipeline, batch: &Batch) -> Fate {
+        let settings = &p.resolved.settings;
+        let give_up = Instant::now() + settings.retry_timeout;
         let count = batch.count as u64;
-        let mut spool = shared.spool.as_ref();
+        let mut spool = p.spool.as_ref();
         // Behind a backlog on disk, or a replay in progress: join the end of
         // the spool, to keep the order (and never wait for the replay).
         if let Some(s) = spool {
-            let replaying = matches!(shared.replay.try_lock(), Err(TryLockError::WouldBlock));
-            if (replaying || !s.is_empty()) && Self::spool(shared, s, batch) {
-                return;
+            let replaying = matches!(p.replay.try_lock(), Err(TryLockError::WouldBlock));
+            if (replaying || !s.is_empty()) && p.spool(batch.body(), batch.count) {
+                return Fate::Spooled;
             }
         }
+        let body = p.destination.body(batch.body());
+        let key = idempotency_key(batch.body());
         for attempt in 1u32.. {
-            let (outcome, wire_bytes) = self.send(shared, batch.body());
-            let verdict = classify(&outcome, SystemTime::now());
-            if verdict != Verdict::Delivered {
-                stats.failed_attempts.fetch_add(1, Relaxed);
-            }
-            if matches!(verdict, Verdict::Delivered | Verdict::Rejected)
-                && shared.queue.is_aborted()
-            {
-                // Close gave up on this batch and counted it lost; it was not.
-                stats.undrop(Reason::Shutdown, count);
-            }
-            let Verdict::Retry(server_wait) = verdict else {
-                if verdict == Verdict::Delivered {
-                    Self::delivered(shared, count, wire_bytes);
-                } else {
-                    Self::rejected(shared, count, &outcome);
-                }
-                return;
-            };
-            report_retry(shared, &outcome);
-            if let Some(s) = spool {
-                if Self::spool(shared, s, batch) {
-                    if shared.queue.is_aborted() {
-                        // Close counted it lost; it is on disk instead.
-                        stats.undrop(Reason::Shutdown, count);
+            let outcome = self.send(p, &body, &key);
+            let verdict = p.destination.classify(&outcome, SystemTime::now());
+            let server_wait = match verdict {
+                Verdict::Delivered => {
+                    return Fate::Delivered {
+                        wire: body.bytes.len(),
                     }
-                    return;
+                }
+                Verdict::Reject(why) => {
+                    p.counters.failed_attempts.fetch_add(1, Relaxed);
+                    Self::rejected(p, count, &why);
+                    return Fate::Dropped(Reason::Rejected);
+                }
+                Verdict::Retry(wait) => wait,
+            };
+            p.counters.failed_attempts.fetch_add(1, Relaxed);
+            report_retry(p, &outcome);
+            if spool.is_some() {
+                if p.spool(batch.body(), batch.count) {
+                    return Fate::Spooled;
                 }
                 spool = None;
             }
-            let wait = shared
-                .backoff
+            let wait = settings
+                .backoff()
                 .wait(attempt, server_wait, self.jitter.next_f64());
             if Instant::now() + wait > give_up {
-                stats.drop(Reason::RetryTimeout, count);
-                shared.reporter.report(Problem::Delivery, || {
+                p.reporter.report(Problem::Delivery, || {
                     format!(
-                        "gave up on a batch of {count} records after {attempt} attempts to {} ({outcome:?})",
-                        shared.endpoint.display_url()
+                        "gave up on a batch of {count} records after {attempt} attempts to {} ({})",
+                        p.destination.display_url(),
+                        describe(&outcome)
                     )
                 });
-                return;
+                return Fate::Dropped(Reason::RetryTimeout);
             }
-            stats.retries.fetch_add(1, Relaxed);
-            if !shared.queue.pause(wait) {
-                // Aborted at close, which counted this batch as dropped.
-                return;
+            p.counters.retries.fetch_add(1, Relaxed);
+            if !p.queue.pause(wait) {
+                // Aborted at close, which settled this batch.
+                return Fate::Dropped(Reason::Shutdown);
             }
         }
+        unreachable!("the attempts loop returns")
     }
 
     /// Sends the oldest spooled batch if it is time and no other sender is
     /// replaying; returns when to try again.
-    fn replay(&mut self, shared: &Shared, spool: &Spool) -> Option<Instant> {
-        let mut state = match shared.replay.try_lock() {
+    fn replay(&mut self, p: &Pipeline, spool: &Spool) -> Option<Instant> {
+        let mut state = match p.replay.try_lock() {
             Ok(state) => state,
-            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::Poisoned(e)) => e.into_inner(),
             Err(TryLockError::WouldBlock) => {
                 return Some(Instant::now() + Duration::from_millis(100));
             }
@@ -216,39 +163,45 @@ impl Sender {
         if Instant::now() < state.next_attempt {
             return Some(state.next_attempt);
         }
+        let backoff = p.resolved.settings.backoff();
         let entry = match spool.next() {
             Ok(Some(entry)) => entry,
             Ok(None) => return None,
             Err(e) => {
-                shared
-                    .reporter
+                p.reporter
                     .report(Problem::Spool, || format!("cannot read the spool: {e}"));
-                state.next_attempt = Instant::now() + shared.backoff.cap;
+                state.next_attempt = Instant::now() + backoff.cap;
                 return Some(state.next_attempt);
             }
         };
         let count = u64::from(entry.count);
-        let (outcome, wire_bytes) = self.send(shared, &entry.payload);
-        match classify(&outcome, SystemTime::now()) {
+        let body = p.destination.body(&entry.payload);
+        let outcome = self.send(p, &body, &idempotency_key(&entry.payload));
+        let c = &p.counters;
+        match p.destination.classify(&outcome, SystemTime::now()) {
             Verdict::Delivered => {
-                Self::delivered(shared, count, wire_bytes);
-                shared.stats.replayed.fetch_add(count, Relaxed);
+                c.sent.fetch_add(count, Relaxed);
+                c.batches_sent.fetch_add(1, Relaxed);
+                c.bytes_sent.fetch_add(body.bytes.len() as u64, Relaxed);
+                c.replayed.fetch_add(count, Relaxed);
                 state.failures = 0;
             }
-            Verdict::Rejected => Self::rejected(shared, count, &outcome),
+            Verdict::Reject(why) => {
+                c.failed_attempts.fetch_add(1, Relaxed);
+                c.drop(Reason::Rejected, count);
+                Self::rejected(p, count, &why);
+            }
             Verdict::Retry(server_wait) => {
-                shared.stats.failed_attempts.fetch_add(1, Relaxed);
-                report_retry(shared, &outcome);
+                c.failed_attempts.fetch_add(1, Relaxed);
+                report_retry(p, &outcome);
                 state.failures += 1;
-                let wait = shared
-                    .backoff
-                    .wait(state.failures, server_wait, self.jitter.next_f64());
+                let wait = backoff.wait(state.failures, server_wait, self.jitter.next_f64());
                 state.next_attempt = Instant::now() + wait;
                 return Some(state.next_attempt);
             }
         }
         if let Err(e) = spool.commit(&entry) {
-            shared.reporter.report(Problem::Spool, || {
+            p.reporter.report(Problem::Spool, || {
                 format!("cannot update the spool cursor: {e}")
             });
         }
@@ -256,11 +209,19 @@ impl Sender {
     }
 }
 
-fn report_retry(shared: &Shared, outcome: &Outcome) {
-    shared.reporter.report(Problem::Delivery, || {
+fn describe(outcome: &Outcome) -> String {
+    match outcome {
+        Outcome::Answered(a) => format!("HTTP {}", a.status),
+        Outcome::Transport(e) => e.clone(),
+    }
+}
+
+fn report_retry(p: &Pipeline, outcome: &Outcome) {
+    p.reporter.report(Problem::Delivery, || {
         format!(
-            "delivery to {} failed ({outcome:?}); retrying with backoff",
-            shared.endpoint.display_url()
+            "delivery to {} failed ({}); retrying with backoff",
+            p.destination.display_url(),
+            describe(outcome)
         )
     });
 }

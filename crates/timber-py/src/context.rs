@@ -1,11 +1,15 @@
 //! The custom context, converted once when a `with timber.context(...)`
 //! block is entered, then replayed into every frame logged inside it.
+//!
+//! A `TimberContext` hands the engine two things explicitly: its
+//! `ContextVar` (each thread's and task's snapshot) and its [`PyGlobal`]
+//! slot (the snapshot every thread sees when it has none of its own).
 
 use crate::convert::{str_text, text_of, Walker};
-use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
-use timber_core::value::{Builder, Value};
+use std::sync::Mutex;
+use timber_core::{Builder, Value};
 
 /// A merged context: the engine's copy of its values, the dict itself, and
 /// the snapshot it was merged onto (restored when its block exits).
@@ -55,19 +59,55 @@ impl PySnapshot {
     }
 }
 
-/// The snapshot active for a context object (a `timber.TimberContext`): the
-/// one set in the current thread or task, else the global one. `get` is its
-/// `ContextVar`'s bound `get` method.
-pub fn current<'py>(
-    get: &Bound<'py, PyAny>,
-    context: &Bound<'py, PyAny>,
-) -> Option<Bound<'py, PySnapshot>> {
-    let py = get.py();
-    let snap = get.call1((py.None(),)).ok()?;
-    let snap = if snap.is_none() {
-        context.getattr(intern!(py, "_global")).ok()?
-    } else {
-        snap
-    };
-    snap.cast_into::<PySnapshot>().ok()
+/// The global snapshot of a context, seen where no block is active.
+#[pyclass(name = "GlobalContext", module = "timber._engine", frozen)]
+#[derive(Default)]
+pub struct PyGlobal {
+    slot: Mutex<Option<Py<PySnapshot>>>,
+}
+
+#[pymethods]
+impl PyGlobal {
+    #[new]
+    fn new() -> Self {
+        Self::default()
+    }
+
+    /// The global snapshot, if any.
+    fn get(&self, py: Python<'_>) -> Option<Py<PySnapshot>> {
+        let slot = self.slot.lock().unwrap_or_else(|e| e.into_inner());
+        slot.as_ref().map(|s| s.clone_ref(py))
+    }
+
+    /// Replaces the global snapshot.
+    #[pyo3(signature = (snapshot = None))]
+    fn set(&self, snapshot: Option<Py<PySnapshot>>) {
+        *self.slot.lock().unwrap_or_else(|e| e.into_inner()) = snapshot;
+    }
+}
+
+/// Where a handler or formatter reads the context: the `ContextVar`'s bound
+/// `get`, looked up once, and the global slot.
+pub struct Source {
+    get: Py<PyAny>,
+    global: Py<PyGlobal>,
+}
+
+impl Source {
+    /// From a context's variable and global slot.
+    pub fn new(var: &Bound<'_, PyAny>, global: Py<PyGlobal>) -> PyResult<Self> {
+        Ok(Self {
+            get: var.getattr(pyo3::intern!(var.py(), "get"))?.unbind(),
+            global,
+        })
+    }
+
+    /// The snapshot active here: this thread's or task's, else the global.
+    pub fn current<'py>(&self, py: Python<'py>) -> Option<Bound<'py, PySnapshot>> {
+        let snap = self.get.bind(py).call1((py.None(),)).ok()?;
+        if snap.is_none() {
+            return self.global.get().get(py).map(|s| s.into_bound(py));
+        }
+        snap.cast_into::<PySnapshot>().ok()
+    }
 }

@@ -16,9 +16,9 @@ use pyo3::types::{
     PyTuple,
 };
 use std::borrow::Cow;
-use timber_core::decode::escape_bytes;
-use timber_core::encode::Sink;
-use timber_core::value::{CYCLE_MARKER, DEPTH_MARKER, MAX_DEPTH};
+use timber_core::escape_bytes;
+use timber_core::Sink;
+use timber_core::{CYCLE_MARKER, DEPTH_MARKER, MAX_DEPTH};
 
 /// Walks Python values into a sink, tracking the containers being visited.
 pub struct Walker<'a, 'py> {

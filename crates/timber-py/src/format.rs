@@ -1,118 +1,196 @@
-//! The formatter's side: records as JSON frames, for `TimberFormatter`.
+//! The formatter's side: records as JSON frames, for `TimberFormatter`; and,
+//! for a formatter given a `json_encoder`, the frame as Python objects with
+//! the extras as they were logged, for that encoder to write.
 
-use crate::context::current;
-use crate::convert::Walker;
+use crate::context::{PyGlobal, Source};
 use crate::engine::internal;
-use crate::frame::{self, Options};
-use pyo3::intern;
+use crate::frame::Record;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
-use timber_core::encode::Json;
-
-fn var_get<'py>(context: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let py = context.py();
-    context
-        .getattr(intern!(py, "_var"))?
-        .getattr(intern!(py, "get"))
-}
-
-fn format<'py>(
-    record: &Bound<'py, PyAny>,
-    get: &Bound<'py, PyAny>,
-    context: &Bound<'py, PyAny>,
-    options: Options,
-    json_default: Option<&Bound<'py, PyAny>>,
-) -> PyResult<String> {
-    let snapshot = current(get, context);
-    // As in emit: a panic must not escape into the application.
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        let mut sink = Json::new();
-        frame::write_record(
-            &mut sink,
-            record,
-            snapshot.as_ref(),
-            options,
-            &mut Walker::new(json_default),
-        )?;
-        String::from_utf8(sink.buf).map_err(|_| internal("frame is not UTF-8"))
-    }))
-    .unwrap_or_else(|_| {
-        Err(internal(
-            "the record could not be formatted (internal error)",
-        ))
-    })
-}
-
-/// One record as a JSON frame.
-#[pyfunction]
-#[pyo3(signature = (record, context, include_extra_attributes = true, json_default = None, extras = true))]
-pub fn format_json(
-    record: &Bound<'_, PyAny>,
-    context: &Bound<'_, PyAny>,
-    include_extra_attributes: bool,
-    json_default: Option<&Bound<'_, PyAny>>,
-    extras: bool,
-) -> PyResult<String> {
-    let options = Options {
-        include_extra_attributes,
-        extras,
-    };
-    format(record, &var_get(context)?, context, options, json_default)
-}
+use pyo3::types::{PyDict, PyList};
+use std::cell::RefCell;
+use timber_core::{write_frame, Json, Policy, Sink};
 
 /// A formatter's options bound once; calling it formats one record.
 #[pyclass(name = "JsonFormat", module = "timber._engine", frozen)]
 pub struct PyJsonFormat {
-    context: Py<PyAny>,
-    get: Py<PyAny>,
-    options: Options,
+    context: Source,
+    policy: Policy,
     json_default: Option<Py<PyAny>>,
+}
+
+impl PyJsonFormat {
+    /// Runs `body` with the record read and the context found; a panic
+    /// must not escape into the application.
+    fn with_record<'py, T>(
+        &self,
+        record: &Bound<'py, PyAny>,
+        default: Option<&'py Bound<'py, PyAny>>,
+        body: impl FnOnce(Record<'py>, &[(Box<str>, timber_core::Value)]) -> PyResult<T>,
+    ) -> PyResult<T> {
+        let py = record.py();
+        let snapshot = self.context.current(py);
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let context = snapshot
+                .as_ref()
+                .map_or(&[][..], |s| s.get().entries.as_slice());
+            let event = Record::read(record, default)?;
+            body(event, context)
+        }))
+        .unwrap_or_else(|_| {
+            Err(internal(
+                "the record could not be formatted (internal error)",
+            ))
+        })
+    }
 }
 
 #[pymethods]
 impl PyJsonFormat {
     #[new]
-    #[pyo3(signature = (context, include_extra_attributes = true, json_default = None))]
+    #[pyo3(signature = (context_var, global_context, include_extra_attributes = true, json_default = None))]
     fn new(
-        context: &Bound<'_, PyAny>,
+        context_var: &Bound<'_, PyAny>,
+        global_context: Py<PyGlobal>,
         include_extra_attributes: bool,
         json_default: Option<Py<PyAny>>,
     ) -> PyResult<Self> {
         Ok(Self {
-            get: var_get(context)?.unbind(),
-            context: context.clone().unbind(),
-            options: Options {
+            context: Source::new(context_var, global_context)?,
+            policy: Policy {
                 include_extra_attributes,
-                extras: true,
             },
             json_default,
         })
     }
 
+    /// One record as a line of JSON.
     fn __call__(&self, py: Python<'_>, record: &Bound<'_, PyAny>) -> PyResult<String> {
         let default = self.json_default.as_ref().map(|d| d.bind(py));
-        format(
-            record,
-            self.get.bind(py),
-            self.context.bind(py),
-            self.options,
-            default,
-        )
+        self.with_record(record, default, |event, context| {
+            let mut sink = Json::new();
+            write_frame(&mut sink, &event, context, self.policy);
+            String::from_utf8(sink.buf).map_err(|_| internal("frame is not UTF-8"))
+        })
+    }
+
+    /// One record as a dict, in frame order, with each extra the object
+    /// that was logged (for a `json_encoder` to encode).
+    fn frame<'py>(&self, record: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let py = record.py();
+        self.with_record(record, None, |mut event, context| {
+            // Extras are written as placeholders and put back as they are.
+            event.raw = Some(RefCell::new(Vec::new()));
+            let mut sink = PyBuild::new(py);
+            write_frame(&mut sink, &event, context, self.policy);
+            let frame = sink.finish()?;
+            if let (Ok(dict), Some(raw)) = (frame.cast::<PyDict>(), event.raw.take()) {
+                for (key, value) in raw.into_inner() {
+                    dict.set_item(key, value)?;
+                }
+            }
+            Ok(frame)
+        })
     }
 }
 
-/// The extras of a record, as `(name, value)` pairs in frame order.
-#[pyfunction]
-#[pyo3(signature = (record, include_extra_attributes = true))]
-pub fn record_extras<'py>(
-    record: &Bound<'py, PyAny>,
-    include_extra_attributes: bool,
-) -> PyResult<Bound<'py, PyList>> {
-    let pairs = frame::extras(record, include_extra_attributes)?;
-    let py = record.py();
-    let items = pairs
-        .into_iter()
-        .map(|(k, v)| PyTuple::new(py, [k.into_pyobject(py)?.into_any(), v]))
-        .collect::<PyResult<Vec<_>>>()?;
-    PyList::new(py, items)
+/// Builds Python objects from a stream of sink events.
+struct PyBuild<'py> {
+    py: Python<'py>,
+    /// Open containers: the object, entries still expected, and the key
+    /// waiting for its value (maps).
+    stack: Vec<(Bound<'py, PyAny>, usize, Option<Bound<'py, PyAny>>)>,
+    done: Option<Bound<'py, PyAny>>,
+    error: Option<PyErr>,
+}
+
+impl<'py> PyBuild<'py> {
+    fn new(py: Python<'py>) -> Self {
+        Self {
+            py,
+            stack: Vec::new(),
+            done: None,
+            error: None,
+        }
+    }
+
+    fn finish(self) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.done.ok_or_else(|| internal("incomplete frame"))
+    }
+
+    fn put(&mut self, value: Bound<'py, PyAny>) {
+        let Some((container, left, key)) = self.stack.last_mut() else {
+            self.done = Some(value);
+            return;
+        };
+        if let Ok(dict) = container.cast::<PyDict>() {
+            match key.take() {
+                None => {
+                    *key = Some(value);
+                    return;
+                }
+                Some(k) => {
+                    if let Err(e) = dict.set_item(k, value) {
+                        self.error.get_or_insert(e);
+                    }
+                }
+            }
+        } else if let Ok(list) = container.cast::<PyList>() {
+            if let Err(e) = list.append(value) {
+                self.error.get_or_insert(e);
+            }
+        }
+        *left -= 1;
+        self.close_finished();
+    }
+
+    fn open(&mut self, container: Bound<'py, PyAny>, len: usize) {
+        if len == 0 {
+            self.put(container);
+        } else {
+            self.stack.push((container, len, None));
+        }
+    }
+
+    fn close_finished(&mut self) {
+        while self.stack.last().is_some_and(|(_, left, _)| *left == 0) {
+            let (done, _, _) = self.stack.pop().expect("checked above");
+            self.put(done);
+        }
+    }
+}
+
+impl Sink for PyBuild<'_> {
+    fn nil(&mut self) {
+        self.put(self.py.None().into_bound(self.py));
+    }
+    fn bool(&mut self, v: bool) {
+        self.put(pyo3::types::PyBool::new(self.py, v).to_owned().into_any());
+    }
+    fn int(&mut self, v: i64) {
+        match v.into_pyobject(self.py) {
+            Ok(o) => self.put(o.into_any()),
+            Err(e) => match e {},
+        }
+    }
+    fn uint(&mut self, v: u64) {
+        match v.into_pyobject(self.py) {
+            Ok(o) => self.put(o.into_any()),
+            Err(e) => match e {},
+        }
+    }
+    fn finite_float(&mut self, v: f64) {
+        self.put(pyo3::types::PyFloat::new(self.py, v).into_any());
+    }
+    fn str(&mut self, v: &str) {
+        self.put(pyo3::types::PyString::new(self.py, v).into_any());
+    }
+    fn array(&mut self, len: usize) {
+        self.open(PyList::empty(self.py).into_any(), len);
+    }
+    fn map(&mut self, len: usize) {
+        self.open(PyDict::new(self.py).into_any(), len);
+    }
 }

@@ -1,28 +1,15 @@
-//! A `logging.LogRecord` into a frame: one pass over the record's `__dict__`
-//! picks the standard attributes and the extras, then the engine's frame
-//! model writes them in order.
+//! A `logging.LogRecord` as an engine [`Event`]: one pass over the record's
+//! `__dict__` picks the standard attributes and the extras; the engine
+//! decides the frame.
 
-use crate::context::PySnapshot;
 use crate::convert::{str_text, text_of, Walker};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 use std::borrow::Cow;
-use timber_core::encode::Sink;
-use timber_core::record::{level_name, ErrorInfo, Frame, Location, Runtime, System, RESERVED_KEYS};
-
-/// Longest traceback kept, innermost frames first to be kept.
-const MAX_BACKTRACE: usize = 200;
-
-/// How records are read.
-#[derive(Debug, Clone, Copy)]
-pub struct Options {
-    /// Every extra, not only dict-valued ones.
-    pub include_extra_attributes: bool,
-    /// Write extras at all (false when the caller adds them itself).
-    pub extras: bool,
-}
+use std::cell::RefCell;
+use timber_core::{ErrorInfo, Event, Location, Runtime, Sink, System, Time};
 
 const LEVELNAME: usize = 0;
 const MSG: usize = 1;
@@ -43,6 +30,35 @@ struct Parts<'py> {
     fields: [Option<Bound<'py, PyAny>>; 11],
     extras: Vec<(String, Bound<'py, PyAny>)>,
 }
+
+/// Standard `LogRecord` attributes, in the order `LogRecord.__init__` sets
+/// them, and those formatters add; anything else in `__dict__` came from
+/// `extra=` (or a record factory).
+const STANDARD: [&str; 23] = [
+    "name",
+    "msg",
+    "args",
+    "levelname",
+    "levelno",
+    "pathname",
+    "filename",
+    "module",
+    "exc_info",
+    "exc_text",
+    "stack_info",
+    "lineno",
+    "funcName",
+    "created",
+    "msecs",
+    "relativeCreated",
+    "thread",
+    "threadName",
+    "processName",
+    "process",
+    "taskName",
+    "message",
+    "asctime",
+];
 
 static LOG_RECORD: PyOnceLock<Py<PyType>> = PyOnceLock::new();
 static HOSTNAME: PyOnceLock<String> = PyOnceLock::new();
@@ -84,35 +100,11 @@ static KEYS: PyOnceLock<Vec<(Py<PyString>, Key)>> = PyOnceLock::new();
 
 fn known_keys(py: Python<'_>) -> &'static [(Py<PyString>, Key)] {
     KEYS.get_or_init(py, || {
-        [
-            "name",
-            "msg",
-            "args",
-            "levelname",
-            "levelno",
-            "pathname",
-            "filename",
-            "module",
-            "exc_info",
-            "exc_text",
-            "stack_info",
-            "lineno",
-            "funcName",
-            "created",
-            "msecs",
-            "relativeCreated",
-            "thread",
-            "threadName",
-            "processName",
-            "process",
-            "taskName",
-            "message",
-            "asctime",
-        ]
-        .into_iter()
-        .filter(|name| *name != "taskName" || has_task_name(py))
-        .map(|name| (PyString::intern(py, name).unbind(), classify_key(name)))
-        .collect()
+        STANDARD
+            .into_iter()
+            .filter(|name| *name != "taskName" || has_task_name(py))
+            .map(|name| (PyString::intern(py, name).unbind(), classify_key(name)))
+            .collect()
     })
 }
 
@@ -141,38 +133,11 @@ fn classify_key(name: &str) -> Key {
     }
 }
 
-/// Attributes every `LogRecord` has, or that formatters add; anything else
-/// in `__dict__` came from `extra=` (or a record factory).
-fn is_standard(key: &str) -> bool {
-    matches!(
-        key,
-        "name"
-            | "msg"
-            | "args"
-            | "levelname"
-            | "levelno"
-            | "pathname"
-            | "filename"
-            | "module"
-            | "exc_info"
-            | "exc_text"
-            | "stack_info"
-            | "lineno"
-            | "funcName"
-            | "created"
-            | "msecs"
-            | "relativeCreated"
-            | "thread"
-            | "threadName"
-            | "processName"
-            | "process"
-            | "taskName"
-            | "message"
-            | "asctime"
-    )
+fn is_standard(py: Python<'_>, key: &str) -> bool {
+    STANDARD.contains(&key) && (key != "taskName" || has_task_name(py))
 }
 
-fn read<'py>(record: &Bound<'py, PyAny>, include_extra_attributes: bool) -> PyResult<Parts<'py>> {
+fn read<'py>(record: &Bound<'py, PyAny>) -> PyResult<Parts<'py>> {
     let py = record.py();
     let dict = record
         .getattr(intern!(py, "__dict__"))?
@@ -201,21 +166,10 @@ fn read<'py>(record: &Bound<'py, PyAny>, include_extra_attributes: bool) -> PyRe
                     continue;
                 };
                 let name = str_text(name);
-                if is_standard(&name) && (&*name != "taskName" || has_task_name(py)) {
+                if is_standard(py, &name) {
                     classify_key(&name)
                 } else {
-                    if include_extra_attributes || v.is_instance_of::<PyDict>() {
-                        let mut name = name.into_owned();
-                        if RESERVED_KEYS.contains(&name.as_str()) {
-                            // Renamed so as not to overwrite the frame's own
-                            // field, and never onto another extra's name.
-                            name.insert_str(0, "extra_");
-                            while dict.contains(name.as_str()).unwrap_or(false) {
-                                name.insert(0, '_');
-                            }
-                        }
-                        parts.extras.push((name, v));
-                    }
+                    parts.extras.push((name.into_owned(), v));
                     continue;
                 }
             }
@@ -230,76 +184,133 @@ fn read<'py>(record: &Bound<'py, PyAny>, include_extra_attributes: bool) -> PyRe
     Ok(parts)
 }
 
-/// The extras of a record, in frame order, with reserved names prefixed.
-pub fn extras<'py>(
-    record: &Bound<'py, PyAny>,
-    include_extra_attributes: bool,
-) -> PyResult<Vec<(String, Bound<'py, PyAny>)>> {
-    Ok(read(record, include_extra_attributes)?.extras)
+/// Extras collected as logged: the key each is sent under, and the object.
+pub type RawExtras<'py> = Vec<(String, Bound<'py, PyAny>)>;
+
+/// A `LogRecord`, read once, as the engine sees it.
+pub struct Record<'py> {
+    parts: Parts<'py>,
+    message: String,
+    level: String,
+    error: Option<ErrorInfo>,
+    hostname: &'static str,
+    texts: [Option<String>; 5],
+    /// The formatter's `json_default`, for values JSON has no type for.
+    default: Option<&'py Bound<'py, PyAny>>,
+    /// With `Some`, extras are written as placeholders and collected here
+    /// as they are, for a `json_encoder` to see the objects themselves.
+    pub raw: Option<RefCell<RawExtras<'py>>>,
 }
 
-/// Writes one record as a frame.
-pub fn write_record<'py, S: Sink>(
-    sink: &mut S,
-    record: &Bound<'py, PyAny>,
-    context: Option<&Bound<'py, PySnapshot>>,
-    options: Options,
-    walker: &mut Walker<'_, 'py>,
-) -> PyResult<()> {
-    let py = record.py();
-    let Parts {
-        created,
-        pid,
-        fields,
-        mut extras,
-    } = read(record, options.include_extra_attributes)?;
-    if !options.extras {
-        extras.clear();
-    }
-    let message = message(record, fields[MSG].as_ref(), fields[ARGS].as_ref());
-    let levelname = fields[LEVELNAME].as_ref().map(text).unwrap_or_default();
-    let error = fields[EXC_INFO].as_ref().and_then(error_info);
-    let field = |i: usize| fields[i].as_ref().filter(|v| !v.is_none()).map(text);
-    let (function, file, thread_name, logger_name, process_name) = (
-        field(FUNC),
-        field(FILE),
-        field(THREAD_NAME),
-        field(NAME),
-        field(PROCESS_NAME),
-    );
-    let dt_micros = created.map_or_else(now_micros, |c| (c * 1e6).round() as i64);
-    let frame = Frame {
-        dt_micros,
-        level: &level_name(&levelname),
-        message: &message,
-        runtime: Runtime {
-            function: function.as_deref(),
-            file: file.as_deref(),
-            line: fields[LINE].as_ref().and_then(|v| v.extract().ok()),
-            thread_id: fields[THREAD].as_ref().and_then(|v| v.extract().ok()),
-            thread_name: thread_name.as_deref(),
-            logger_name: logger_name.as_deref(),
-        },
-        system: System {
-            pid: pid.or_else(|| Some(i64::from(std::process::id()))),
-            process_name: process_name.as_deref(),
+const TEXT_FIELDS: [usize; 5] = [FUNC, FILE, THREAD_NAME, NAME, PROCESS_NAME];
+
+impl<'py> Record<'py> {
+    /// Reads `record`; `default` as in `json.dumps(default=...)`.
+    pub fn read(
+        record: &Bound<'py, PyAny>,
+        default: Option<&'py Bound<'py, PyAny>>,
+    ) -> PyResult<Self> {
+        let py = record.py();
+        let parts = read(record)?;
+        let message = message(
+            record,
+            parts.fields[MSG].as_ref(),
+            parts.fields[ARGS].as_ref(),
+        )
+        .into_owned();
+        let level = parts.fields[LEVELNAME]
+            .as_ref()
+            .map(|v| text(v).into_owned())
+            .unwrap_or_default();
+        let error = parts.fields[EXC_INFO].as_ref().and_then(error_info);
+        let texts = TEXT_FIELDS.map(|i| {
+            parts.fields[i]
+                .as_ref()
+                .filter(|v| !v.is_none())
+                .map(|v| text(v).into_owned())
+        });
+        Ok(Self {
+            parts,
+            message,
+            level,
+            error,
             hostname: hostname(py),
-        },
-    };
-    frame.begin(sink, extras.len(), error.is_some());
-    for (k, v) in &extras {
-        sink.str(k);
-        walker.value(sink, v);
+            texts,
+            default,
+            raw: None,
+        })
     }
-    let custom = context.map(|c| c.get().entries.as_slice()).unwrap_or(&[]);
-    frame.end(sink, error.as_ref(), custom);
-    Ok(())
+
+    fn text(&self, field: usize) -> Option<&str> {
+        let i = TEXT_FIELDS.iter().position(|f| *f == field)?;
+        self.texts[i].as_deref()
+    }
+
+    fn int<T: for<'a> FromPyObject<'a, 'py>>(&self, field: usize) -> Option<T> {
+        self.parts.fields[field]
+            .as_ref()
+            .and_then(|v| v.extract().ok())
+    }
 }
 
-fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
+impl Event for Record<'_> {
+    fn time(&self) -> Time {
+        self.parts.created.map_or(Time::Now, Time::UnixSeconds)
+    }
+
+    fn level(&self) -> &str {
+        &self.level
+    }
+
+    fn message(&self) -> &str {
+        &self.message
+    }
+
+    fn runtime(&self) -> Runtime<'_> {
+        Runtime {
+            function: self.text(FUNC),
+            file: self.text(FILE),
+            line: self.int(LINE),
+            thread_id: self.int(THREAD),
+            thread_name: self.text(THREAD_NAME),
+            logger_name: self.text(NAME),
+        }
+    }
+
+    fn system(&self) -> System<'_> {
+        System {
+            pid: self.parts.pid,
+            process_name: self.text(PROCESS_NAME),
+            hostname: Some(self.hostname),
+        }
+    }
+
+    fn error(&self) -> Option<ErrorInfo> {
+        self.error.clone()
+    }
+
+    fn extra_count(&self) -> usize {
+        self.parts.extras.len()
+    }
+
+    fn extra_name(&self, i: usize) -> &str {
+        &self.parts.extras[i].0
+    }
+
+    fn extra_is_map(&self, i: usize) -> bool {
+        self.parts.extras[i].1.is_instance_of::<PyDict>()
+    }
+
+    fn write_extra<S: Sink>(&self, i: usize, key: &str, sink: &mut S) {
+        let value = &self.parts.extras[i].1;
+        match &self.raw {
+            Some(raw) => {
+                raw.borrow_mut().push((key.to_owned(), value.clone()));
+                sink.nil();
+            }
+            None => Walker::new(self.default).value(sink, value),
+        }
+    }
 }
 
 /// A value as text: a string as it is, anything else through `str()`.
@@ -375,9 +386,6 @@ fn error_info(exc_info: &Bound<'_, PyAny>) -> Option<ErrorInfo> {
             Ok(next) => next,
             Err(_) => break,
         };
-    }
-    if backtrace.len() > MAX_BACKTRACE {
-        backtrace.drain(..backtrace.len() - MAX_BACKTRACE);
     }
     Some(ErrorInfo {
         name,

@@ -8,6 +8,7 @@ mod convert;
 mod engine;
 mod format;
 mod frame;
+mod settings;
 
 use pyo3::prelude::*;
 
@@ -15,10 +16,10 @@ use pyo3::prelude::*;
 fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<engine::PyEngine>()?;
     m.add_class::<context::PySnapshot>()?;
+    m.add_class::<context::PyGlobal>()?;
     m.add_class::<format::PyJsonFormat>()?;
-    m.add_function(wrap_pyfunction!(format::format_json, m)?)?;
-    m.add_function(wrap_pyfunction!(format::record_extras, m)?)?;
     m.add_function(wrap_pyfunction!(collect::collect, m)?)?;
+    m.add_function(wrap_pyfunction!(settings::declared, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

@@ -1,0 +1,269 @@
+//! Where batches go: one type per backend turns records into a request body,
+//! names the URL and headers, and judges the answer.
+//!
+//! The queue, the senders and the spool know nothing of the backend: they
+//! move opaque encoded records and batches, ask [`Destination::request`] for
+//! what to send, and act on the [`Verdict`] of [`Destination::classify`], a
+//! pure function of the answer. A new backend is one more [`Kind`] and one
+//! more file here.
+
+mod timber;
+
+use crate::compress::Compression;
+use crate::encode::{Msgpack, Truncating, MAX_ARRAY_HEADER};
+use crate::event::{write_frame, Event, Policy};
+use crate::queue::MAX_REQUEST_BYTES;
+use crate::settings::{Need, Resolved};
+use crate::value::Value;
+use std::time::{Duration, SystemTime};
+
+/// The backends records can be sent to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The Timber frames API: `POST {host}/sources/{source_id}/frames`.
+    Timber,
+}
+
+impl Kind {
+    /// Reads the `destination` option.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "timber" => Some(Kind::Timber),
+            _ => None,
+        }
+    }
+
+    /// The option's value naming it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Timber => "timber",
+        }
+    }
+
+    /// The options this backend cannot do without: name, which, variable.
+    pub fn needs(self) -> &'static [(&'static str, Need, &'static str)] {
+        match self {
+            Kind::Timber => &[
+                ("api_key", Need::ApiKey, "TIMBER_API_KEY"),
+                ("source_id", Need::SourceId, "TIMBER_SOURCE_ID"),
+            ],
+        }
+    }
+}
+
+/// What a server answered to one request.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Answer {
+    /// The HTTP status.
+    pub status: u16,
+    /// The `Retry-After` header, if any.
+    pub retry_after: Option<String>,
+    /// The `Location` header, if any.
+    pub location: Option<String>,
+    /// The start of the body (read with a cap).
+    pub body: Vec<u8>,
+}
+
+/// What happened to one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server answered.
+    Answered(Answer),
+    /// No answer: connection refused or reset, timeout, TLS failure.
+    Transport(String),
+}
+
+/// What to do with a batch after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Delivered.
+    Delivered,
+    /// Try again, no earlier than the given delay if the server named one.
+    Retry(Option<Duration>),
+    /// Refused for good: drop it, counted as rejected, and say why.
+    Reject(String),
+}
+
+/// A request body ready for the wire: compressed once, reused by every
+/// attempt.
+#[derive(Debug)]
+pub struct Body {
+    /// The bytes sent.
+    pub bytes: Vec<u8>,
+    /// `Content-Encoding`, if compressed.
+    pub encoding: Option<&'static str>,
+}
+
+/// Longest string kept whole in a record too large for a request.
+pub const TRUNCATE_STRINGS_AT: usize = 16 * 1024;
+
+/// One configured backend.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    kind: Kind,
+    url: String,
+    headers: Vec<(&'static str, String)>,
+    compression: Compression,
+    policy: Policy,
+}
+
+impl Destination {
+    /// The backend the settings name.
+    pub fn new(resolved: &Resolved) -> Self {
+        let s = &resolved.settings;
+        let (url, headers) = match s.destination {
+            Kind::Timber => timber::endpoint(s),
+        };
+        Self {
+            kind: s.destination,
+            url,
+            headers,
+            compression: s.compression,
+            policy: Policy {
+                include_extra_attributes: s.include_extra_attributes,
+            },
+        }
+    }
+
+    /// The URL requests go to.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The URL without any `user:password@`, for messages.
+    pub fn display_url(&self) -> String {
+        display_url(&self.url)
+    }
+
+    /// Headers of every request (authorization, content type).
+    pub fn headers(&self) -> &[(&'static str, String)] {
+        &self.headers
+    }
+
+    /// Encodes one event as this backend's record into `out` (cleared
+    /// first). A record too large for any request is encoded again with its
+    /// long strings cut rather than lost.
+    pub fn encode<E: Event>(&self, event: &E, context: &[(Box<str>, Value)], out: &mut Vec<u8>) {
+        match self.kind {
+            Kind::Timber => {
+                let mut sink = Msgpack {
+                    buf: std::mem::take(out),
+                };
+                sink.buf.clear();
+                write_frame(&mut sink, event, context, self.policy);
+                if sink.buf.len() + MAX_ARRAY_HEADER > MAX_REQUEST_BYTES {
+                    let mut cut = Truncating {
+                        inner: Msgpack { buf: sink.buf },
+                        max: TRUNCATE_STRINGS_AT,
+                    };
+                    cut.inner.buf.clear();
+                    write_frame(&mut cut, event, context, self.policy);
+                    sink.buf = cut.inner.buf;
+                }
+                *out = sink.buf;
+            }
+        }
+    }
+
+    /// The request body of a batch (as the queue assembled it), compressed.
+    pub fn body(&self, batch: &[u8]) -> Body {
+        match self.compression.encode(batch) {
+            Some(bytes) => Body {
+                bytes,
+                encoding: self.compression.header(),
+            },
+            None => Body {
+                bytes: batch.to_vec(),
+                encoding: None,
+            },
+        }
+    }
+
+    /// Judges one attempt.
+    pub fn classify(&self, outcome: &Outcome, now: SystemTime) -> Verdict {
+        match outcome {
+            Outcome::Transport(_) => Verdict::Retry(None),
+            Outcome::Answered(a) if (300..400).contains(&a.status) => redirect(a),
+            Outcome::Answered(a) => match self.kind {
+                Kind::Timber => timber::classify(a, now),
+            },
+        }
+    }
+}
+
+/// Redirects are never followed: a POST turned into a GET would lose the
+/// batch while counting it sent, and the key would go to another host.
+fn redirect(a: &Answer) -> Verdict {
+    let to = a.location.as_deref().unwrap_or("another URL");
+    Verdict::Reject(format!(
+        "the endpoint redirects ({}) to {}; set host to the final URL",
+        a.status,
+        display_url(to)
+    ))
+}
+
+/// `url` without any `user:password@`.
+pub fn display_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit('@').next().unwrap_or(authority);
+            format!("{scheme}://{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: u16) -> Outcome {
+        Outcome::Answered(Answer {
+            status,
+            ..Answer::default()
+        })
+    }
+
+    #[test]
+    fn redirects_are_refused_by_name() {
+        let d = Destination::new(
+            &crate::settings::Settings::resolve(
+                [
+                    ("api_key", crate::settings::Raw::Str("k".into())),
+                    ("source_id", crate::settings::Raw::Str("s".into())),
+                ],
+                |_| None,
+            )
+            .unwrap(),
+        );
+        let to = Outcome::Answered(Answer {
+            status: 301,
+            location: Some("https://u:p@example.com/x".into()),
+            ..Answer::default()
+        });
+        assert_eq!(
+            d.classify(&to, SystemTime::now()),
+            Verdict::Reject(
+                "the endpoint redirects (301) to https://example.com/x; set host to the final URL"
+                    .into()
+            )
+        );
+        for s in [302, 307, 308] {
+            assert!(matches!(
+                d.classify(&answer(s), SystemTime::now()),
+                Verdict::Reject(_)
+            ));
+        }
+        assert_eq!(
+            d.classify(&answer(202), SystemTime::now()),
+            Verdict::Delivered
+        );
+    }
+
+    #[test]
+    fn display_url_hides_credentials() {
+        assert_eq!(display_url("https://u:p@h:1/a/b"), "https://h:1/a/b");
+        assert_eq!(display_url("http://h"), "http://h");
+    }
+}

@@ -1,0 +1,81 @@
+//! Options between Python and the engine: keyword arguments into the
+//! engine's [`Raw`] values, read and checked by `timber_core::Settings`,
+//! and values back into Python. Nothing here decides what is valid.
+
+use crate::engine::engine_error;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
+use timber_core::{Raw, Resolved, Settings};
+
+fn raw(v: &Bound<'_, PyAny>) -> Raw {
+    if v.is_none() {
+        Raw::None
+    } else if let Ok(b) = v.cast::<PyBool>() {
+        Raw::Bool(b.is_true())
+    } else if let Ok(i) = v.cast::<PyInt>() {
+        i.extract::<i128>()
+            .map_or(Raw::Other("very large int".into()), Raw::Int)
+    } else if let Ok(f) = v.cast::<PyFloat>() {
+        Raw::Float(f.value())
+    } else if let Ok(s) = v.cast::<PyString>() {
+        Raw::Str(s.to_string_lossy().into_owned())
+    } else if let Ok(path) = v
+        .py()
+        .import("os")
+        .and_then(|os| os.call_method1("fspath", (v,)))
+    {
+        // os.PathLike
+        raw(&path)
+    } else {
+        let name = v
+            .get_type()
+            .name()
+            .map_or_else(|_| "object".to_owned(), |n| n.to_string());
+        Raw::Other(name)
+    }
+}
+
+/// Reads a dict of options (as the user gave them) with the environment.
+pub fn resolve(options: &Bound<'_, PyDict>) -> PyResult<Resolved> {
+    let mut given = Vec::with_capacity(options.len());
+    for (k, v) in options.iter() {
+        given.push((k.extract::<String>()?, raw(&v)));
+    }
+    Settings::resolve(given.iter().map(|(k, v)| (k.as_str(), v.clone())), |k| {
+        std::env::var(k).ok()
+    })
+    .map_err(|e| engine_error(e.into()))
+}
+
+/// A [`Raw`] as the Python value it stands for.
+pub fn to_python<'py>(py: Python<'py>, v: &Raw) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match v {
+        Raw::None => py.None().into_bound(py),
+        Raw::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Raw::Int(i) => i.into_pyobject(py)?.into_any(),
+        Raw::Float(f) => PyFloat::new(py, *f).into_any(),
+        Raw::Str(s) | Raw::Env(s) | Raw::Other(s) => PyString::new(py, s).into_any(),
+    })
+}
+
+/// One declared option: name, default, environment variables, doc.
+pub type Declaration<'py> = (String, Bound<'py, PyAny>, Vec<String>, String);
+
+/// Every option the engine declares: `(name, default, environment
+/// variables, doc)`, in declaration order.
+#[pyfunction]
+pub fn declared(py: Python<'_>) -> PyResult<Vec<Declaration<'_>>> {
+    let defaults = Settings::default().values();
+    timber_core::DECLARED
+        .iter()
+        .zip(defaults)
+        .map(|(d, (_, default))| {
+            Ok((
+                d.name.to_owned(),
+                to_python(py, &default)?,
+                d.env.iter().map(|e| (*e).to_owned()).collect(),
+                d.doc.to_owned(),
+            ))
+        })
+        .collect()
+}
