@@ -64,14 +64,34 @@ fn now_micros() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
+/// The W3C trace context of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Trace {
+    /// 16-byte trace id.
+    pub trace_id: [u8; 16],
+    /// 8-byte span id.
+    pub span_id: [u8; 8],
+    /// Trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
 /// One event, as its source describes it.
 pub trait Event {
     /// When it happened.
     fn time(&self) -> Time;
     /// The level's name as the source spells it (`WARNING`, `info`, ...).
     fn level(&self) -> &str;
+    /// The level's number, where the source has one (Python's `levelno`:
+    /// 10 debug, 20 info, 30 warning, 40 error, 50 critical).
+    fn level_number(&self) -> Option<i64> {
+        None
+    }
     /// The message, formatted.
     fn message(&self) -> &str;
+    /// The trace the event belongs to, if a span was active.
+    fn trace(&self) -> Option<Trace> {
+        None
+    }
     /// Where it was logged from.
     fn runtime(&self) -> Runtime<'_>;
     /// The process; `pid` and `hostname` left `None` are filled in here.
@@ -140,16 +160,14 @@ pub fn write_frame<S: Sink, E: Event>(
     policy: Policy,
 ) {
     let n = event.extra_count();
-    let sent: Vec<usize> = (0..n)
-        .filter(|&i| policy.include_extra_attributes || event.extra_is_map(i))
-        .collect();
+    let sent = |i: &usize| policy.include_extra_attributes || event.extra_is_map(*i);
     let mut error = event.error();
     if let Some(e) = &mut error {
         if e.backtrace.len() > MAX_BACKTRACE {
             e.backtrace.drain(..e.backtrace.len() - MAX_BACKTRACE);
         }
     }
-    let level = level_name(event.level()).into_owned();
+    let level = level_name(event.level());
     let mut system = event.system();
     if system.pid.is_none() {
         system.pid = Some(i64::from(std::process::id()));
@@ -164,12 +182,170 @@ pub fn write_frame<S: Sink, E: Event>(
         runtime: event.runtime(),
         system,
     };
-    frame.begin(sink, sent.len(), error.is_some());
-    for &i in &sent {
+    frame.begin(sink, (0..n).filter(sent).count(), error.is_some());
+    for i in (0..n).filter(sent) {
         let name = event.extra_name(i);
         let key = extra_key(name, |k| (0..n).any(|j| event.extra_name(j) == k));
         sink.str(&key);
         event.write_extra(i, &key, sink);
     }
     frame.end(sink, error.as_ref(), context);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::Json;
+    use crate::record::Location;
+
+    /// An event described by plain Rust values, as any source would.
+    struct Plain {
+        time: Time,
+        extras: Vec<(&'static str, Value)>,
+        error: Option<ErrorInfo>,
+    }
+
+    impl Event for Plain {
+        fn time(&self) -> Time {
+            self.time
+        }
+        fn level(&self) -> &str {
+            "WARNING"
+        }
+        fn message(&self) -> &str {
+            "hello"
+        }
+        fn runtime(&self) -> Runtime<'_> {
+            Runtime {
+                function: Some("f"),
+                ..Runtime::default()
+            }
+        }
+        fn system(&self) -> System<'_> {
+            System {
+                pid: None,
+                process_name: Some("p"),
+                hostname: Some("h"),
+            }
+        }
+        fn error(&self) -> Option<ErrorInfo> {
+            self.error.clone()
+        }
+        fn extra_count(&self) -> usize {
+            self.extras.len()
+        }
+        fn extra_name(&self, i: usize) -> &str {
+            self.extras[i].0
+        }
+        fn extra_is_map(&self, i: usize) -> bool {
+            matches!(self.extras[i].1, Value::Map(_))
+        }
+        fn write_extra<S: Sink>(&self, i: usize, _key: &str, sink: &mut S) {
+            self.extras[i].1.write(sink);
+        }
+    }
+
+    fn frame(event: &Plain, policy: Policy) -> serde_json::Value {
+        let mut j = Json::new();
+        write_frame(&mut j, event, &[], policy);
+        assert!(j.is_complete());
+        serde_json::from_slice(&j.buf).unwrap()
+    }
+
+    fn plain(extras: Vec<(&'static str, Value)>) -> Plain {
+        Plain {
+            time: Time::UnixMicros(1_551_671_061_221_232),
+            extras,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn reserved_extras_are_renamed_never_onto_another_extra() {
+        let f = frame(
+            &plain(vec![
+                ("dt", Value::Int(1)),
+                ("extra_dt", Value::Int(2)),
+                ("context", Value::Int(3)),
+                ("order", Value::Int(4)),
+            ]),
+            Policy::default(),
+        );
+        assert_eq!(f["dt"], "2019-03-04T03:44:21.221232Z");
+        assert_eq!(f["_extra_dt"], 1);
+        assert_eq!(f["extra_dt"], 2);
+        assert_eq!(f["extra_context"], 3);
+        assert_eq!(f["order"], 4);
+        assert_eq!(f["level"], "warn");
+        assert!(f["context"]["runtime"].is_object());
+    }
+
+    #[test]
+    fn only_maps_without_include_extra_attributes() {
+        let event = plain(vec![
+            ("n", Value::Int(1)),
+            ("m", Value::Map(vec![("a".into(), Value::Int(1))])),
+        ]);
+        let f = frame(
+            &event,
+            Policy {
+                include_extra_attributes: false,
+            },
+        );
+        assert!(f.get("n").is_none());
+        assert_eq!(f["m"]["a"], 1);
+    }
+
+    #[test]
+    fn process_defaults_and_backtrace_cap() {
+        let loc = |line| Location {
+            file: "f.py".into(),
+            function: "g".into(),
+            line,
+        };
+        let mut event = plain(vec![]);
+        event.error = Some(ErrorInfo {
+            name: "E".into(),
+            message: "m".into(),
+            backtrace: (0..MAX_BACKTRACE as i64 + 50).map(loc).collect(),
+        });
+        let f = frame(&event, Policy::default());
+        let bt = f["error"]["backtrace"].as_array().unwrap();
+        assert_eq!(bt.len(), MAX_BACKTRACE);
+        // The innermost frames are kept.
+        assert_eq!(bt.last().unwrap()["line"], MAX_BACKTRACE as i64 + 49);
+        assert_eq!(f["context"]["system"]["pid"], i64::from(std::process::id()));
+        assert_eq!(f["context"]["system"]["hostname"], "h");
+    }
+
+    #[test]
+    fn float_times_round_as_python_does() {
+        // Python: datetime.fromtimestamp(t) rounds the fraction half to even.
+        assert_eq!(Time::UnixSeconds(1.5).micros(), 1_500_000);
+        assert_eq!(
+            Time::UnixSeconds(1_700_000_000.123_456_7).micros(),
+            1_700_000_000_123_457
+        );
+        // 0.0000005 s is exactly half a microsecond away from nothing in
+        // decimal, not in binary: whatever the float is, it rounds as
+        // round() of the scaled fraction does.
+        let t = 1_732_420_000.000_000_5_f64;
+        let expected = {
+            let frac = ((t - t.trunc()) * 1e6).round_ties_even();
+            t.trunc() as i64 * 1_000_000 + frac as i64
+        };
+        assert_eq!(Time::UnixSeconds(t).micros(), expected);
+        assert_eq!(Time::UnixSeconds(-0.5).micros(), -500_000);
+        // A fraction that rounds up to a whole second carries.
+        assert_eq!(Time::UnixSeconds(0.999_999_9).micros(), 1_000_000);
+    }
+
+    #[test]
+    fn no_time_at_all_is_the_time_of_the_call() {
+        let before = now_micros();
+        for t in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let m = Time::UnixSeconds(t).micros();
+            assert!(m >= before && m <= now_micros(), "{t}");
+        }
+    }
 }

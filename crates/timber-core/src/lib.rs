@@ -36,7 +36,7 @@ pub use decode::{escape_bytes, split_frames, transcode_one, DecodeError, Skip, M
 pub use destination::{Answer, Kind, Outcome, Verdict};
 pub use encode::{Json, Msgpack, Sink};
 pub use engine::{Engine, EngineError, Pending};
-pub use event::{extra_key, hostname, write_frame, Event, Policy, Time, MAX_BACKTRACE};
+pub use event::{extra_key, hostname, write_frame, Event, Policy, Time, Trace, MAX_BACKTRACE};
 pub use record::{ErrorInfo, Location, Runtime, System, RESERVED_KEYS};
 pub use settings::{Declared, Raw, Resolved, Settings, SettingsError, DECLARED};
 pub use stats::{Reason, Stats};

@@ -22,12 +22,13 @@ const THREAD_NAME: usize = 7;
 const NAME: usize = 8;
 const PROCESS_NAME: usize = 9;
 const EXC_INFO: usize = 10;
+const LEVELNO: usize = 11;
 
 /// What one pass over a record's `__dict__` finds.
 struct Parts<'py> {
     created: Option<f64>,
     pid: Option<i64>,
-    fields: [Option<Bound<'py, PyAny>>; 11],
+    fields: [Option<Bound<'py, PyAny>>; 12],
     extras: Vec<(String, Bound<'py, PyAny>)>,
 }
 
@@ -129,6 +130,7 @@ fn classify_key(name: &str) -> Key {
         "name" => Key::Slot(NAME),
         "processName" => Key::Slot(PROCESS_NAME),
         "exc_info" => Key::Slot(EXC_INFO),
+        "levelno" => Key::Slot(LEVELNO),
         _ => Key::Standard,
     }
 }
@@ -187,14 +189,15 @@ fn read<'py>(record: &Bound<'py, PyAny>) -> PyResult<Parts<'py>> {
 /// Extras collected as logged: the key each is sent under, and the object.
 pub type RawExtras<'py> = Vec<(String, Bound<'py, PyAny>)>;
 
-/// A `LogRecord`, read once, as the engine sees it.
+/// A `LogRecord`, read once, as the engine sees it. Its text fields are
+/// borrowed from the Python strings (their UTF-8 is cached by Python); only
+/// values that are not plain strings are converted into owned text.
 pub struct Record<'py> {
     parts: Parts<'py>,
-    message: String,
-    level: String,
-    error: Option<ErrorInfo>,
+    message: Message<'py>,
     hostname: &'static str,
-    texts: [Option<String>; 5],
+    /// Text of fields that are not plain UTF-8 strings, by `TEXT_FIELDS`.
+    owned: [Option<String>; 6],
     /// The formatter's `json_default`, for values JSON has no type for.
     default: Option<&'py Bound<'py, PyAny>>,
     /// With `Some`, extras are written as placeholders and collected here
@@ -202,7 +205,26 @@ pub struct Record<'py> {
     pub raw: Option<RefCell<RawExtras<'py>>>,
 }
 
-const TEXT_FIELDS: [usize; 5] = [FUNC, FILE, THREAD_NAME, NAME, PROCESS_NAME];
+/// Where the message is.
+enum Message<'py> {
+    /// `msg` itself: a plain string without arguments.
+    Field,
+    /// A string Python made (`msg % args`, `getMessage()`).
+    Python(Bound<'py, PyString>),
+    /// Text made here.
+    Owned(String),
+}
+
+const TEXT_FIELDS: [usize; 6] = [FUNC, FILE, THREAD_NAME, NAME, PROCESS_NAME, LEVELNAME];
+
+/// The text of a field, unless it is a string Python already holds as UTF-8.
+fn owned_text(v: Option<&Bound<'_, PyAny>>) -> Option<String> {
+    let v = v.filter(|v| !v.is_none())?;
+    match v.cast::<PyString>() {
+        Ok(s) if s.to_str().is_ok() => None,
+        _ => Some(text(v).into_owned()),
+    }
+}
 
 impl<'py> Record<'py> {
     /// Reads `record`; `default` as in `json.dumps(default=...)`.
@@ -216,26 +238,13 @@ impl<'py> Record<'py> {
             record,
             parts.fields[MSG].as_ref(),
             parts.fields[ARGS].as_ref(),
-        )
-        .into_owned();
-        let level = parts.fields[LEVELNAME]
-            .as_ref()
-            .map(|v| text(v).into_owned())
-            .unwrap_or_default();
-        let error = parts.fields[EXC_INFO].as_ref().and_then(error_info);
-        let texts = TEXT_FIELDS.map(|i| {
-            parts.fields[i]
-                .as_ref()
-                .filter(|v| !v.is_none())
-                .map(|v| text(v).into_owned())
-        });
+        );
+        let owned = TEXT_FIELDS.map(|i| owned_text(parts.fields[i].as_ref()));
         Ok(Self {
             parts,
             message,
-            level,
-            error,
             hostname: hostname(py),
-            texts,
+            owned,
             default,
             raw: None,
         })
@@ -243,7 +252,11 @@ impl<'py> Record<'py> {
 
     fn text(&self, field: usize) -> Option<&str> {
         let i = TEXT_FIELDS.iter().position(|f| *f == field)?;
-        self.texts[i].as_deref()
+        if let Some(owned) = &self.owned[i] {
+            return Some(owned);
+        }
+        let v = self.parts.fields[field].as_ref()?;
+        v.cast::<PyString>().ok()?.to_str().ok()
     }
 
     fn int<T: for<'a> FromPyObject<'a, 'py>>(&self, field: usize) -> Option<T> {
@@ -259,11 +272,22 @@ impl Event for Record<'_> {
     }
 
     fn level(&self) -> &str {
-        &self.level
+        self.text(LEVELNAME).unwrap_or_default()
+    }
+
+    fn level_number(&self) -> Option<i64> {
+        self.int(LEVELNO)
     }
 
     fn message(&self) -> &str {
-        &self.message
+        match &self.message {
+            Message::Field => self.parts.fields[MSG]
+                .as_ref()
+                .and_then(|m| m.cast::<PyString>().ok()?.to_str().ok())
+                .unwrap_or_default(),
+            Message::Python(s) => s.to_str().unwrap_or_default(),
+            Message::Owned(s) => s,
+        }
     }
 
     fn runtime(&self) -> Runtime<'_> {
@@ -286,7 +310,7 @@ impl Event for Record<'_> {
     }
 
     fn error(&self) -> Option<ErrorInfo> {
-        self.error.clone()
+        self.parts.fields[EXC_INFO].as_ref().and_then(error_info)
     }
 
     fn extra_count(&self) -> usize {
@@ -324,40 +348,56 @@ fn text<'a>(v: &'a Bound<'_, PyAny>) -> Cow<'a, str> {
 /// `record.getMessage()`, without the call for a plain record whose message
 /// has no arguments; a message whose `%` formatting fails is still sent,
 /// with what went wrong.
-fn message<'a>(
-    record: &Bound<'_, PyAny>,
-    msg: Option<&'a Bound<'_, PyAny>>,
-    args: Option<&Bound<'_, PyAny>>,
-) -> Cow<'a, str> {
+fn message<'py>(
+    record: &Bound<'py, PyAny>,
+    msg: Option<&Bound<'py, PyAny>>,
+    args: Option<&Bound<'py, PyAny>>,
+) -> Message<'py> {
     let no_args = args.is_none_or(|a| !a.is_truthy().unwrap_or(true));
+    let utf8 = |s: &Bound<'py, PyString>| s.to_str().is_ok();
     if is_plain_log_record(record) {
         if let Some(s) = msg.and_then(|m| m.cast_exact::<PyString>().ok()) {
             if no_args {
-                return str_text(s);
+                return if utf8(s) {
+                    Message::Field
+                } else {
+                    Message::Owned(str_text(s).into_owned())
+                };
             }
             // What getMessage() does for a str message: `msg % args`. On
             // error, getMessage() below reports it.
             if let Some(Ok(formatted)) = args.map(|a| s.rem(a)) {
-                if let Ok(f) = formatted.cast::<PyString>() {
-                    return Cow::Owned(str_text(f).into_owned());
+                if let Ok(f) = formatted.cast_into::<PyString>() {
+                    return python_text(f);
                 }
             }
         }
     }
     match record.call_method0(intern!(record.py(), "getMessage")) {
-        Ok(m) => Cow::Owned(text(&m).into_owned()),
+        Ok(m) => match m.cast_into::<PyString>() {
+            Ok(s) => python_text(s),
+            Err(e) => Message::Owned(text_of(e.into_inner().as_any())),
+        },
         Err(e) => {
             let msg = msg.map(text_of).unwrap_or_default();
             let args = args.map(|a| {
                 a.repr()
                     .map_or_else(|_| text_of(a), |r| str_text(&r).into_owned())
             });
-            Cow::Owned(format!(
+            Message::Owned(format!(
                 "{msg} (message formatting failed: {}; args: {})",
                 text_of(e.value(record.py())),
                 args.unwrap_or_default()
             ))
         }
+    }
+}
+
+fn python_text(s: Bound<'_, PyString>) -> Message<'_> {
+    if s.to_str().is_ok() {
+        Message::Python(s)
+    } else {
+        Message::Owned(str_text(&s).into_owned())
     }
 }
 

@@ -225,9 +225,8 @@ mod tests {
         })
     }
 
-    #[test]
-    fn redirects_are_refused_by_name() {
-        let d = Destination::new(
+    fn timber() -> Destination {
+        Destination::new(
             &crate::settings::Settings::resolve(
                 [
                     ("api_key", crate::settings::Raw::Str("k".into())),
@@ -236,7 +235,12 @@ mod tests {
                 |_| None,
             )
             .unwrap(),
-        );
+        )
+    }
+
+    #[test]
+    fn redirects_are_refused_by_name() {
+        let d = timber();
         let to = Outcome::Answered(Answer {
             status: 301,
             location: Some("https://u:p@example.com/x".into()),
@@ -259,6 +263,55 @@ mod tests {
             d.classify(&answer(202), SystemTime::now()),
             Verdict::Delivered
         );
+    }
+
+    struct Big(String);
+
+    impl Event for Big {
+        fn time(&self) -> crate::event::Time {
+            crate::event::Time::UnixMicros(0)
+        }
+        fn level(&self) -> &str {
+            "INFO"
+        }
+        fn message(&self) -> &str {
+            &self.0
+        }
+        fn runtime(&self) -> crate::record::Runtime<'_> {
+            crate::record::Runtime::default()
+        }
+        fn system(&self) -> crate::record::System<'_> {
+            crate::record::System::default()
+        }
+        fn error(&self) -> Option<crate::record::ErrorInfo> {
+            None
+        }
+        fn extra_count(&self) -> usize {
+            0
+        }
+        fn extra_name(&self, _: usize) -> &str {
+            ""
+        }
+        fn extra_is_map(&self, _: usize) -> bool {
+            false
+        }
+        fn write_extra<S: crate::encode::Sink>(&self, _: usize, _: &str, _: &mut S) {}
+    }
+
+    #[test]
+    fn a_record_too_large_for_a_request_goes_out_cut() {
+        let d = timber();
+        let mut out = Vec::new();
+        d.encode(&Big("x".repeat(3 * MAX_REQUEST_BYTES)), &[], &mut out);
+        assert!(out.len() + MAX_ARRAY_HEADER <= MAX_REQUEST_BYTES);
+        let text = String::from_utf8_lossy(&out);
+        assert!(
+            text.contains("[truncated 2983616 bytes]"),
+            "{}",
+            &text[..100]
+        );
+        d.encode(&Big("small".into()), &[], &mut out);
+        assert!(String::from_utf8_lossy(&out).contains("small"));
     }
 
     #[test]
