@@ -14,7 +14,7 @@ from timber.context import TimberContext
 context = TimberContext()
 
 from timber.formatter import Formatter, TimberFormatter  # noqa: E402
-from timber.handler import DeliveryError, TimberHandler  # noqa: E402
+from timber.handler import DeliveryError, TimberHandler, TimberQueueHandler  # noqa: E402
 
 __all__ = [
     "DeliveryError",
@@ -22,6 +22,7 @@ __all__ = [
     "TimberContext",
     "TimberFormatter",
     "TimberHandler",
+    "TimberQueueHandler",
     "__version__",
     "context",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import logging.handlers
 import os
 import sys
 import weakref
@@ -18,7 +19,7 @@ from typing import Any
 from timber import _engine
 from timber.context import TimberContext, resolve
 
-__all__ = ["DeliveryError", "TimberHandler"]
+__all__ = ["DeliveryError", "TimberHandler", "TimberQueueHandler"]
 
 _live: weakref.WeakSet[TimberHandler] = weakref.WeakSet()
 _SHUTDOWN_CODE = logging.shutdown.__code__
@@ -101,17 +102,34 @@ class TimberHandler(logging.Handler):
     def handle(self, record: logging.LogRecord) -> Any:
         # No handler lock: the engine is thread-safe, and emit never blocks.
         if not self.filters:
-            self._emit(record)
+            if self.formatter is None:
+                self._emit(record)
+            else:
+                self._emit_formatted(record)
             return record
         rv = self.filter(record)
         if isinstance(rv, logging.LogRecord):
             record = rv
         if rv:
-            self._emit(record)
+            self.emit(record)
         return rv
 
     def emit(self, record: logging.LogRecord) -> None:
-        self._emit(record)
+        if self.formatter is None:
+            self._emit(record)
+        else:
+            self._emit_formatted(record)
+
+    def _emit_formatted(self, record: logging.LogRecord) -> None:
+        # A formatter set on the handler makes the message, as in the
+        # original client; the rest of the frame is built as always.
+        try:
+            message = self.format(record)
+        except Exception:
+            if self.raise_exceptions:
+                raise
+            message = None
+        self._emit(record, message)
 
     def flush(self) -> None:
         """Sends what is buffered and waits until every record logged before
@@ -181,6 +199,28 @@ class TimberHandler(logging.Handler):
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
         return f"<{type(self).__name__} {self.host} source={self.source_id} ({level})>"
+
+
+class TimberQueueHandler(logging.handlers.QueueHandler):
+    """A :class:`logging.handlers.QueueHandler` that keeps the caller's
+    ``timber.context``: the handler behind the ``QueueListener`` runs on the
+    listener's thread, where the caller's context is not visible, so the
+    context is captured here, on the caller's thread, with the record.
+
+    ``context`` is the ``TimberContext`` to capture (``timber.context`` by
+    default); TimberHandler and TimberFormatter use the captured one.
+    """
+
+    def __init__(self, queue: Any, context: TimberContext | None = None) -> None:
+        super().__init__(queue)
+        self.context = resolve(context)
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        snapshot = self.context._current()
+        record = super().prepare(record)
+        if snapshot is not None:
+            record._timber_context = snapshot
+        return record
 
 
 def _close_all() -> None:

@@ -15,6 +15,12 @@ use crate::value::Value;
 use std::borrow::Cow;
 use std::sync::OnceLock;
 
+/// Extras never sent: the plumbing structlog's `ProcessorFormatter` puts
+/// on records (the logger object, its name, the event dict's record and a
+/// marker); with the formatter on the handler, the rendered event is the
+/// message.
+pub const UNSENT_EXTRAS: [&str; 4] = ["_logger", "_name", "_record", "_from_structlog"];
+
 /// Longest traceback kept; the innermost frames are the ones kept.
 pub const MAX_BACKTRACE: usize = 200;
 
@@ -160,7 +166,10 @@ pub fn write_frame<S: Sink, E: Event>(
     policy: Policy,
 ) {
     let n = event.extra_count();
-    let sent = |i: &usize| policy.include_extra_attributes || event.extra_is_map(*i);
+    let sent = |i: &usize| {
+        (policy.include_extra_attributes || event.extra_is_map(*i))
+            && !UNSENT_EXTRAS.contains(&event.extra_name(*i))
+    };
     let mut error = event.error();
     if let Some(e) = &mut error {
         if e.backtrace.len() > MAX_BACKTRACE {

@@ -54,7 +54,7 @@ impl PySnapshot {
 
     /// The merged context as the dict it was built from.
     #[getter]
-    fn data(&self, py: Python<'_>) -> Py<PyDict> {
+    pub fn data(&self, py: Python<'_>) -> Py<PyDict> {
         self.data.clone_ref(py)
     }
 }

@@ -7,7 +7,7 @@ use crate::frame::Record;
 use crate::settings::{resolve, to_python};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyString};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use timber_core::{Engine, EngineError};
@@ -48,17 +48,20 @@ impl PyEngine {
         self.engine.as_ref().expect("engine present until drop")
     }
 
-    fn encode_and_push(
+    fn encode_and_push<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         engine: &Engine,
-        record: &Bound<'_, PyAny>,
+        record: &Bound<'py, PyAny>,
+        message: Option<Bound<'py, PyString>>,
     ) -> PyResult<()> {
-        let snapshot = self.context.current(py);
+        let event = Record::read(record, None, message)?;
+        let snapshot = event
+            .captured_context()
+            .or_else(|| self.context.current(py));
         let context = snapshot
             .as_ref()
             .map_or(&[][..], |s| s.get().entries.as_slice());
-        let event = Record::read(record, None)?;
         if let Some(pending) = engine.emit(&event, context) {
             // Only with drop_extra_events=False: wait for room without
             // holding the GIL the application needs.
@@ -89,7 +92,14 @@ impl PyEngine {
 
     /// Encodes a `logging.LogRecord` and buffers it; never waits on the
     /// network, and waits for room only with `drop_extra_events=False`.
-    fn emit(&self, py: Python<'_>, record: &Bound<'_, PyAny>) -> PyResult<()> {
+    /// `message`, when given, is the handler's formatter's output.
+    #[pyo3(signature = (record, message = None))]
+    fn emit<'py>(
+        &self,
+        py: Python<'py>,
+        record: &Bound<'py, PyAny>,
+        message: Option<Bound<'py, PyString>>,
+    ) -> PyResult<()> {
         if self.abandoned.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -97,7 +107,7 @@ impl PyEngine {
         // A panic here would reach the caller as PanicException: logging
         // must not do that, so it is caught and counted like any error.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            self.encode_and_push(py, engine, record)
+            self.encode_and_push(py, engine, record, message)
         }));
         let error = match outcome {
             Ok(Ok(())) => return Ok(()),

@@ -3,12 +3,13 @@
 //! the extras as they were logged, for that encoder to write.
 
 use crate::context::{PyGlobal, Source};
+use crate::convert::{text_of, Walker};
 use crate::engine::internal;
 use crate::frame::Record;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::cell::RefCell;
-use timber_core::{write_frame, Json, Policy, Sink};
+use timber_core::{write_frame, Builder, Json, Policy, Sink, Value};
 
 /// A formatter's options bound once; calling it formats one record.
 #[pyclass(name = "JsonFormat", module = "timber._engine", frozen)]
@@ -20,21 +21,32 @@ pub struct PyJsonFormat {
 
 impl PyJsonFormat {
     /// Runs `body` with the record read and the context found; a panic
-    /// must not escape into the application.
+    /// must not escape into the application. With a `json_default`, the
+    /// context's values are walked again with it (they were converted
+    /// without it when their block was entered).
     fn with_record<'py, T>(
         &self,
         record: &Bound<'py, PyAny>,
         default: Option<&'py Bound<'py, PyAny>>,
-        body: impl FnOnce(Record<'py>, &[(Box<str>, timber_core::Value)]) -> PyResult<T>,
+        body: impl FnOnce(Record<'py>, &[(Box<str>, Value)], Option<Bound<'py, PyDict>>) -> PyResult<T>,
     ) -> PyResult<T> {
         let py = record.py();
-        let snapshot = self.context.current(py);
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let context = snapshot
-                .as_ref()
-                .map_or(&[][..], |s| s.get().entries.as_slice());
-            let event = Record::read(record, default)?;
-            body(event, context)
+            let event = Record::read(record, default, None)?;
+            let snapshot = event
+                .captured_context()
+                .or_else(|| self.context.current(py));
+            let data = snapshot.as_ref().map(|s| s.get().data(py).into_bound(py));
+            let rewalked;
+            let context = match (&snapshot, default, &data) {
+                (Some(_), Some(default), Some(data)) => {
+                    rewalked = walk_context(data, default);
+                    rewalked.as_slice()
+                }
+                (Some(s), _, _) => s.get().entries.as_slice(),
+                (None, _, _) => &[],
+            };
+            body(event, context, data)
         }))
         .unwrap_or_else(|_| {
             Err(internal(
@@ -42,6 +54,23 @@ impl PyJsonFormat {
             ))
         })
     }
+}
+
+/// The context's values walked with the formatter's `json_default`.
+fn walk_context<'py>(
+    data: &Bound<'py, PyDict>,
+    default: &'py Bound<'py, PyAny>,
+) -> Vec<(Box<str>, Value)> {
+    data.iter()
+        .map(|(k, v)| {
+            let mut b = Builder::new();
+            Walker::new(Some(default)).value(&mut b, &v);
+            (
+                text_of(&k).into_boxed_str(),
+                b.finish().unwrap_or(Value::Nil),
+            )
+        })
+        .collect()
 }
 
 #[pymethods]
@@ -66,7 +95,7 @@ impl PyJsonFormat {
     /// One record as a line of JSON.
     fn __call__(&self, py: Python<'_>, record: &Bound<'_, PyAny>) -> PyResult<String> {
         let default = self.json_default.as_ref().map(|d| d.bind(py));
-        self.with_record(record, default, |event, context| {
+        self.with_record(record, default, |event, context, _| {
             let mut sink = Json::new();
             write_frame(&mut sink, &event, context, self.policy);
             String::from_utf8(sink.buf).map_err(|_| internal("frame is not UTF-8"))
@@ -77,7 +106,7 @@ impl PyJsonFormat {
     /// that was logged (for a `json_encoder` to encode).
     fn frame<'py>(&self, record: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
         let py = record.py();
-        self.with_record(record, None, |mut event, context| {
+        self.with_record(record, None, |mut event, context, data| {
             // Extras are written as placeholders and put back as they are.
             event.raw = Some(RefCell::new(Vec::new()));
             let mut sink = PyBuild::new(py);
@@ -86,6 +115,16 @@ impl PyJsonFormat {
             if let (Ok(dict), Some(raw)) = (frame.cast::<PyDict>(), event.raw.take()) {
                 for (key, value) in raw.into_inner() {
                     dict.set_item(key, value)?;
+                }
+                // The custom context as it was given, too.
+                let context = dict.get_item("context")?;
+                if let (Some(context), Some(data)) = (context, data) {
+                    let context = context.cast_into::<PyDict>()?;
+                    for (k, v) in data.iter() {
+                        if context.contains(&k)? {
+                            context.set_item(k, v)?;
+                        }
+                    }
                 }
             }
             Ok(frame)

@@ -2,6 +2,7 @@
 //! `__dict__` picks the standard attributes and the extras; the engine
 //! decides the frame.
 
+use crate::context::PySnapshot;
 use crate::convert::{str_text, text_of, Walker};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -23,19 +24,20 @@ const NAME: usize = 8;
 const PROCESS_NAME: usize = 9;
 const EXC_INFO: usize = 10;
 const LEVELNO: usize = 11;
+const CONTEXT: usize = 12;
 
 /// What one pass over a record's `__dict__` finds.
 struct Parts<'py> {
     created: Option<f64>,
     pid: Option<i64>,
-    fields: [Option<Bound<'py, PyAny>>; 12],
+    fields: [Option<Bound<'py, PyAny>>; 13],
     extras: Vec<(String, Bound<'py, PyAny>)>,
 }
 
 /// Standard `LogRecord` attributes, in the order `LogRecord.__init__` sets
 /// them, and those formatters add; anything else in `__dict__` came from
 /// `extra=` (or a record factory).
-const STANDARD: [&str; 23] = [
+const STANDARD: [&str; 24] = [
     "name",
     "msg",
     "args",
@@ -59,6 +61,8 @@ const STANDARD: [&str; 23] = [
     "taskName",
     "message",
     "asctime",
+    // The context captured by `TimberQueueHandler.prepare`.
+    "_timber_context",
 ];
 
 static LOG_RECORD: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -131,6 +135,7 @@ fn classify_key(name: &str) -> Key {
         "processName" => Key::Slot(PROCESS_NAME),
         "exc_info" => Key::Slot(EXC_INFO),
         "levelno" => Key::Slot(LEVELNO),
+        "_timber_context" => Key::Slot(CONTEXT),
         _ => Key::Standard,
     }
 }
@@ -227,18 +232,23 @@ fn owned_text(v: Option<&Bound<'_, PyAny>>) -> Option<String> {
 }
 
 impl<'py> Record<'py> {
-    /// Reads `record`; `default` as in `json.dumps(default=...)`.
+    /// Reads `record`; `default` as in `json.dumps(default=...)`; the
+    /// message is `formatted` when the handler has a formatter.
     pub fn read(
         record: &Bound<'py, PyAny>,
         default: Option<&'py Bound<'py, PyAny>>,
+        formatted: Option<Bound<'py, PyString>>,
     ) -> PyResult<Self> {
         let py = record.py();
         let parts = read(record)?;
-        let message = message(
-            record,
-            parts.fields[MSG].as_ref(),
-            parts.fields[ARGS].as_ref(),
-        );
+        let message = match formatted {
+            Some(f) => python_text(f),
+            None => message(
+                record,
+                parts.fields[MSG].as_ref(),
+                parts.fields[ARGS].as_ref(),
+            ),
+        };
         let owned = TEXT_FIELDS.map(|i| owned_text(parts.fields[i].as_ref()));
         Ok(Self {
             parts,
@@ -248,6 +258,12 @@ impl<'py> Record<'py> {
             default,
             raw: None,
         })
+    }
+
+    /// The context captured with the record (`TimberQueueHandler`), if any.
+    pub fn captured_context(&self) -> Option<Bound<'py, PySnapshot>> {
+        let v = self.parts.fields[CONTEXT].as_ref()?;
+        v.cast::<PySnapshot>().ok().cloned()
     }
 
     fn text(&self, field: usize) -> Option<&str> {
