@@ -58,6 +58,8 @@ class Request:
     status: int | str
     size: int
     received: float = field(default_factory=time.monotonic)
+    #: The body as received, decompressed.
+    body: bytes = b""
 
 
 @dataclass
@@ -69,6 +71,8 @@ class Step:
     status: int | str
     retry_after: str | None = None
     seconds: float = 0.0
+    location: str | None = None
+    body: bytes = b""
 
 
 @dataclass
@@ -77,6 +81,8 @@ class FaultServer:
     requests: list[Request] = field(default_factory=list)
     port_wanted: int = 0
     tls: ssl.SSLContext | None = None
+    #: The answer when the script is empty (OTLP answers 200).
+    default_status: int = 202
 
     def __post_init__(self) -> None:
         self._lock = threading.Condition()
@@ -96,7 +102,12 @@ class FaultServer:
                 elif encoding == "deflate":
                     body = zlib.decompress(body)
                 step = server._next_step()
-                frames = msgpack.unpackb(body, raw=False) if step.status == 202 else []
+                msgpack_body = self.headers.get("Content-Type", "") == "application/msgpack"
+                frames = (
+                    msgpack.unpackb(body, raw=False)
+                    if step.status in (200, 202) and msgpack_body
+                    else []
+                )
                 with server._lock:
                     server.requests.append(
                         Request(
@@ -105,6 +116,7 @@ class FaultServer:
                             frames,
                             step.status,
                             len(body),
+                            body=body,
                         )
                     )
                     server._lock.notify_all()
@@ -118,8 +130,11 @@ class FaultServer:
                 self.send_response(int(step.status))
                 if step.retry_after is not None:
                     self.send_header("Retry-After", step.retry_after)
-                self.send_header("Content-Length", "0")
+                if step.location is not None:
+                    self.send_header("Location", step.location)
+                self.send_header("Content-Length", str(len(step.body)))
                 self.end_headers()
+                self.wfile.write(step.body)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", self.port_wanted), Handler)
         self.httpd.daemon_threads = True
@@ -131,7 +146,7 @@ class FaultServer:
     def _next_step(self) -> Step:
         with self._lock:
             if not self.script:
-                return Step(202)
+                return Step(self.default_status)
             step = self.script.pop(0)
         return step if isinstance(step, Step) else Step(step)
 

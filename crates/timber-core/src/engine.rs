@@ -52,6 +52,8 @@ pub(crate) enum Fate {
     Spooled,
     /// Lost, for this reason.
     Dropped(Reason),
+    /// Delivered but for `rejected` records the endpoint refused.
+    Partial { wire: usize, rejected: u64 },
 }
 
 /// What the sender threads share with the engine.
@@ -90,6 +92,13 @@ impl Pipeline {
                 c.spooled.fetch_add(n, Ordering::Relaxed);
             }
             Fate::Dropped(reason) => c.drop(reason, n),
+            Fate::Partial { wire, rejected } => {
+                let rejected = rejected.min(n);
+                c.sent.fetch_add(n - rejected, Ordering::Relaxed);
+                c.drop(Reason::Rejected, rejected);
+                c.batches_sent.fetch_add(1, Ordering::Relaxed);
+                c.bytes_sent.fetch_add(wire as u64, Ordering::Relaxed);
+            }
         }
     }
 

@@ -64,6 +64,20 @@ impl Time {
     }
 }
 
+impl Time {
+    /// Nanoseconds since the epoch; a float is truncated as Python's
+    /// `int(created * 1e9)` truncates it.
+    pub fn nanos(self) -> i64 {
+        match self {
+            Time::UnixMicros(m) => m.saturating_mul(1000),
+            Time::UnixSeconds(s) if s.is_finite() => (s * 1e9) as i64,
+            _ => std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as i64),
+        }
+    }
+}
+
 fn now_micros() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -98,6 +112,20 @@ pub trait Event {
     fn trace(&self) -> Option<Trace> {
         None
     }
+    /// The full path of the source file, where the source knows it.
+    fn file_path(&self) -> Option<&str> {
+        None
+    }
+    /// The exception's message as OpenTelemetry's `exception.message`
+    /// has it (Python: `str(args[0])`, none without arguments).
+    fn exception_message(&self) -> Option<String> {
+        self.error().map(|e| e.message)
+    }
+    /// The exception's traceback as text, as the source's language prints
+    /// it (asked only by destinations that send it).
+    fn stacktrace(&self) -> Option<String> {
+        None
+    }
     /// Where it was logged from.
     fn runtime(&self) -> Runtime<'_>;
     /// The process; `pid` and `hostname` left `None` are filled in here.
@@ -119,12 +147,17 @@ pub trait Event {
 pub struct Policy {
     /// Send every extra, not only maps (`include_extra_attributes`).
     pub include_extra_attributes: bool,
+    /// `level` as the source's level name in lower case (`warning`), as
+    /// Better Stack's own client sends it, rather than the Timber frame's
+    /// `warn`.
+    pub lower_case_levels: bool,
 }
 
 impl Default for Policy {
     fn default() -> Self {
         Self {
             include_extra_attributes: true,
+            lower_case_levels: false,
         }
     }
 }
@@ -176,7 +209,11 @@ pub fn write_frame<S: Sink, E: Event>(
             e.backtrace.drain(..e.backtrace.len() - MAX_BACKTRACE);
         }
     }
-    let level = level_name(event.level());
+    let level = if policy.lower_case_levels {
+        Cow::Owned(event.level().to_lowercase())
+    } else {
+        level_name(event.level())
+    };
     let mut system = event.system();
     if system.pid.is_none() {
         system.pid = Some(i64::from(std::process::id()));
@@ -190,6 +227,7 @@ pub fn write_frame<S: Sink, E: Event>(
         message: event.message(),
         runtime: event.runtime(),
         system,
+        trace: event.trace(),
     };
     frame.begin(sink, (0..n).filter(sent).count(), error.is_some());
     for i in (0..n).filter(sent) {
@@ -299,6 +337,7 @@ mod tests {
             &event,
             Policy {
                 include_extra_attributes: false,
+                ..Policy::default()
             },
         );
         assert!(f.get("n").is_none());

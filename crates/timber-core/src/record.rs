@@ -102,6 +102,8 @@ pub struct Frame<'a> {
     pub runtime: Runtime<'a>,
     /// The logging process.
     pub system: System<'a>,
+    /// The active span, written as `context.trace`.
+    pub trace: Option<crate::event::Trace>,
 }
 
 impl Frame<'_> {
@@ -129,19 +131,21 @@ impl Frame<'_> {
             sink.str("error");
             e.write(sink);
         }
-        // Custom keys named `runtime` or `system` would duplicate ours.
-        let custom_len = custom
-            .iter()
-            .filter(|(k, _)| !is_automatic_context(k))
-            .count();
+        // Custom keys named `runtime` or `system` (or `trace`, inside a
+        // span) would duplicate ours.
+        let automatic = |k: &str| is_automatic_context(k) || (self.trace.is_some() && k == "trace");
+        let custom_len = custom.iter().filter(|(k, _)| !automatic(k)).count();
         sink.str("context");
-        sink.map(2 + custom_len);
+        sink.map(2 + usize::from(self.trace.is_some()) + custom_len);
         self.write_runtime(sink);
         self.write_system(sink);
+        if let Some(t) = &self.trace {
+            write_trace(sink, t);
+        }
         if custom_len == custom.len() {
             write_entries(custom, sink);
         } else {
-            for (k, v) in custom.iter().filter(|(k, _)| !is_automatic_context(k)) {
+            for (k, v) in custom.iter().filter(|(k, _)| !automatic(k)) {
                 sink.str(k);
                 v.write(sink);
             }
@@ -186,6 +190,19 @@ impl Frame<'_> {
         sink.str("hostname");
         opt_str(sink, s.hostname);
     }
+}
+
+/// `context.trace`: the W3C ids in lower-case hex, and the flags.
+fn write_trace<S: Sink>(sink: &mut S, t: &crate::event::Trace) {
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    sink.str("trace");
+    sink.map(3);
+    sink.str("trace_id");
+    sink.str(&hex(&t.trace_id));
+    sink.str("span_id");
+    sink.str(&hex(&t.span_id));
+    sink.str("trace_flags");
+    sink.int(i64::from(t.flags));
 }
 
 fn is_automatic_context(key: &str) -> bool {
@@ -290,6 +307,7 @@ mod tests {
                 process_name: Some("python"),
                 hostname: Some("host"),
             },
+            trace: None,
         };
         let mut j = Json::new();
         frame.begin(&mut j, 1, false);

@@ -109,14 +109,16 @@ macro_rules! declare {
 }
 
 declare! {
-    /// Where records go: `'timber'` (the Timber frames API).
-    destination: Kind = Kind::Timber, env &["TIMBER_DESTINATION"], |r| choice(r, Kind::parse, "'timber'");
+    /// Where records go: `'timber'`, `'otlp'` or `'betterstack'`.
+    destination: Kind = Kind::Timber, env &["TIMBER_DESTINATION"], |r| choice(r, Kind::parse, Kind::ACCEPTED);
     /// The bearer token sent with every request.
     api_key: Option<String> = None, env &["TIMBER_API_KEY"], |r| header_text(r);
     /// The source records are filed under.
     source_id: Option<String> = None, env &["TIMBER_SOURCE_ID"], |r| optional_text(r);
-    /// Base URL of the endpoint.
-    host: String = "https://logs.timber.io".to_owned(), env &["TIMBER_HOST"], |r| url(r);
+    /// Base URL of the endpoint (each destination has its default).
+    host: Option<String> = None, env &["TIMBER_HOST"], |r| url(r);
+    /// The service records come from (OTLP's `service.name`).
+    service_name: Option<String> = None, env &["OTEL_SERVICE_NAME"], |r| optional_text(r);
     /// Records per batch: a batch is sent when it holds this many.
     buffer_capacity: usize = 1000, env &[], |r| count(r, 1, 1_000_000);
     /// Seconds after its first record at which a batch is sent anyway.
@@ -226,6 +228,23 @@ pub struct Resolved {
     pub ca_certs: Option<Arc<Vec<Certificate<'static>>>>,
     /// The proxy requests go through, from the environment.
     pub proxy: Option<String>,
+    /// The URL and headers of every request.
+    pub endpoint: Endpoint,
+}
+
+/// Where requests go: resolved from the options, the destination and its
+/// own environment variables (OTLP's).
+#[derive(Debug, Clone, Default)]
+pub struct Endpoint {
+    /// The full URL.
+    pub url: String,
+    /// Headers of every request (authorization, content type, the user's).
+    pub headers: Vec<(String, String)>,
+    /// OTLP only: JSON instead of protobuf.
+    pub json: bool,
+    /// OTLP only: resource attributes from the environment (`service.name`
+    /// included), in order.
+    pub resource: Vec<(String, String)>,
 }
 
 impl Settings {
@@ -275,15 +294,22 @@ impl Settings {
                 .map_err(|why| SettingsError(format!("{name} {why}, got {}", raw.describe())))?;
         }
         s.check()?;
+        let given_names: Vec<&str> = given
+            .iter()
+            .filter(|(n, _)| explicit(n))
+            .map(|(n, _)| *n)
+            .collect();
+        let endpoint = crate::destination::configure(&mut s, &given_names, &env)?;
         let ca_certs = match &s.ca_bundle {
             None => None,
             Some(path) => Some(Arc::new(read_ca_bundle(path)?)),
         };
-        let proxy = proxy(&s.host, &env)?;
+        let proxy = proxy(&endpoint.url, &env)?;
         Ok(Resolved {
             settings: s,
             ca_certs,
             proxy,
+            endpoint,
         })
     }
 
@@ -462,7 +488,16 @@ fn header_text(raw: &Raw) -> Result<Option<String>, String> {
     Ok(text)
 }
 
-fn url(raw: &Raw) -> Result<String, String> {
+fn url(raw: &Raw) -> Result<Option<String>, String> {
+    match raw {
+        Raw::None => Ok(None),
+        Raw::Str(s) | Raw::Env(s) if s.is_empty() => Ok(None),
+        _ => base_url(raw).map(Some),
+    }
+}
+
+/// An `http(s)://` URL, without a trailing `/`.
+pub(crate) fn base_url(raw: &Raw) -> Result<String, String> {
     let why = || "must be a URL starting with http:// or https://".to_owned();
     match raw {
         Raw::Str(s) | Raw::Env(s) => {
@@ -547,7 +582,8 @@ mod tests {
         let r = resolve(&[]).unwrap();
         assert_eq!(r.settings.buffer_capacity, 1000);
         assert_eq!(r.settings.compression, Compression::Gzip);
-        assert_eq!(r.settings.host, "https://logs.timber.io");
+        assert_eq!(r.settings.host.as_deref(), Some("https://logs.timber.io"));
+        assert_eq!(r.endpoint.url, "https://logs.timber.io/sources/s/frames");
         assert!(r.ca_certs.is_none() && r.proxy.is_none());
     }
 

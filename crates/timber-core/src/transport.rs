@@ -60,7 +60,7 @@ impl Transport {
             .post(destination.url())
             .header("Idempotency-Key", key);
         for (name, value) in destination.headers() {
-            request = request.header(*name, value);
+            request = request.header(name.as_str(), value.as_str());
         }
         if let Some(encoding) = body.encoding {
             request = request.header("Content-Encoding", encoding);

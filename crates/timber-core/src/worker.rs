@@ -118,6 +118,13 @@ impl Sender {
                     Self::rejected(p, count, &why);
                     return Fate::Dropped(Reason::Rejected);
                 }
+                Verdict::Partial { rejected, why } => {
+                    Self::rejected(p, rejected, &why);
+                    return Fate::Partial {
+                        wire: body.bytes.len(),
+                        rejected,
+                    };
+                }
                 Verdict::Retry(wait) => wait,
             };
             p.counters.failed_attempts.fetch_add(1, Relaxed);
@@ -190,6 +197,15 @@ impl Sender {
                 c.failed_attempts.fetch_add(1, Relaxed);
                 c.drop(Reason::Rejected, count);
                 Self::rejected(p, count, &why);
+            }
+            Verdict::Partial { rejected, why } => {
+                let rejected = rejected.min(count);
+                c.sent.fetch_add(count - rejected, Relaxed);
+                c.batches_sent.fetch_add(1, Relaxed);
+                c.bytes_sent.fetch_add(body.bytes.len() as u64, Relaxed);
+                c.replayed.fetch_add(count - rejected, Relaxed);
+                c.drop(Reason::Rejected, rejected);
+                Self::rejected(p, rejected, &why);
             }
             Verdict::Retry(server_wait) => {
                 c.failed_attempts.fetch_add(1, Relaxed);

@@ -87,6 +87,7 @@ impl PyJsonFormat {
             context: Source::new(context_var, global_context)?,
             policy: Policy {
                 include_extra_attributes,
+                ..Policy::default()
             },
             json_default,
         })

@@ -9,8 +9,8 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 use std::borrow::Cow;
-use std::cell::RefCell;
-use timber_core::{ErrorInfo, Event, Location, Runtime, Sink, System, Time};
+use std::cell::{OnceCell, RefCell};
+use timber_core::{ErrorInfo, Event, Location, Runtime, Sink, System, Time, Trace};
 
 const LEVELNAME: usize = 0;
 const MSG: usize = 1;
@@ -25,12 +25,13 @@ const PROCESS_NAME: usize = 9;
 const EXC_INFO: usize = 10;
 const LEVELNO: usize = 11;
 const CONTEXT: usize = 12;
+const PATHNAME: usize = 13;
 
 /// What one pass over a record's `__dict__` finds.
 struct Parts<'py> {
     created: Option<f64>,
     pid: Option<i64>,
-    fields: [Option<Bound<'py, PyAny>>; 13],
+    fields: [Option<Bound<'py, PyAny>>; 14],
     extras: Vec<(String, Bound<'py, PyAny>)>,
 }
 
@@ -136,6 +137,7 @@ fn classify_key(name: &str) -> Key {
         "exc_info" => Key::Slot(EXC_INFO),
         "levelno" => Key::Slot(LEVELNO),
         "_timber_context" => Key::Slot(CONTEXT),
+        "pathname" => Key::Slot(PATHNAME),
         _ => Key::Standard,
     }
 }
@@ -202,7 +204,10 @@ pub struct Record<'py> {
     message: Message<'py>,
     hostname: &'static str,
     /// Text of fields that are not plain UTF-8 strings, by `TEXT_FIELDS`.
-    owned: [Option<String>; 6],
+    owned: [Option<String>; 7],
+    /// The active span, looked up once (and only if OpenTelemetry is
+    /// imported).
+    trace: OnceCell<Option<Trace>>,
     /// The formatter's `json_default`, for values JSON has no type for.
     default: Option<&'py Bound<'py, PyAny>>,
     /// With `Some`, extras are written as placeholders and collected here
@@ -220,7 +225,15 @@ enum Message<'py> {
     Owned(String),
 }
 
-const TEXT_FIELDS: [usize; 6] = [FUNC, FILE, THREAD_NAME, NAME, PROCESS_NAME, LEVELNAME];
+const TEXT_FIELDS: [usize; 7] = [
+    FUNC,
+    FILE,
+    THREAD_NAME,
+    NAME,
+    PROCESS_NAME,
+    LEVELNAME,
+    PATHNAME,
+];
 
 /// The text of a field, unless it is a string Python already holds as UTF-8.
 fn owned_text(v: Option<&Bound<'_, PyAny>>) -> Option<String> {
@@ -255,6 +268,7 @@ impl<'py> Record<'py> {
             message,
             hostname: hostname(py),
             owned,
+            trace: OnceCell::new(),
             default,
             raw: None,
         })
@@ -289,6 +303,46 @@ impl Event for Record<'_> {
 
     fn level(&self) -> &str {
         self.text(LEVELNAME).unwrap_or_default()
+    }
+
+    fn trace(&self) -> Option<Trace> {
+        *self.trace.get_or_init(|| {
+            let py = self.parts.fields[NAME].as_ref()?.py();
+            current_span(py)
+        })
+    }
+
+    fn file_path(&self) -> Option<&str> {
+        self.text(PATHNAME)
+    }
+
+    fn exception_message(&self) -> Option<String> {
+        let info = self.parts.fields[EXC_INFO]
+            .as_ref()?
+            .cast::<PyTuple>()
+            .ok()?;
+        let args = info
+            .get_item(1)
+            .ok()?
+            .getattr(intern!(info.py(), "args"))
+            .ok()?;
+        let first = args.cast::<PyTuple>().ok()?.get_item(0).ok()?;
+        Some(text_of(&first))
+    }
+
+    fn stacktrace(&self) -> Option<String> {
+        let info = self.parts.fields[EXC_INFO]
+            .as_ref()?
+            .cast::<PyTuple>()
+            .ok()?;
+        let py = info.py();
+        let lines = py
+            .import("traceback")
+            .ok()?
+            .call_method1("format_exception", info.clone())
+            .ok()?;
+        let text = PyString::new(py, "").call_method1("join", (lines,)).ok()?;
+        Some(text_of(&text))
     }
 
     fn level_number(&self) -> Option<i64> {
@@ -468,5 +522,49 @@ fn location(tb: &Bound<'_, PyAny>) -> Option<Location> {
         file: text_of(&file),
         function: text_of(&function),
         line,
+    })
+}
+
+static SYS_MODULES: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
+
+/// The span active in OpenTelemetry's context, if its API is imported (a
+/// process that never imported it has no span): the ids and flags of
+/// `trace.get_current_span().get_span_context()` when it is valid.
+fn current_span(py: Python<'_>) -> Option<Trace> {
+    let modules = SYS_MODULES
+        .get_or_try_init(py, || {
+            py.import("sys")?
+                .getattr("modules")?
+                .cast_into::<PyDict>()
+                .map(Bound::unbind)
+                .map_err(PyErr::from)
+        })
+        .ok()?
+        .bind(py);
+    let api = modules.get_item("opentelemetry.trace").ok()??;
+    let ctx = api
+        .call_method0(intern!(py, "get_current_span"))
+        .ok()?
+        .call_method0(intern!(py, "get_span_context"))
+        .ok()?;
+    if !ctx
+        .getattr(intern!(py, "is_valid"))
+        .ok()?
+        .is_truthy()
+        .ok()?
+    {
+        return None;
+    }
+    let trace_id: u128 = ctx.getattr(intern!(py, "trace_id")).ok()?.extract().ok()?;
+    let span_id: u64 = ctx.getattr(intern!(py, "span_id")).ok()?.extract().ok()?;
+    let flags: u8 = ctx
+        .getattr(intern!(py, "trace_flags"))
+        .ok()?
+        .extract()
+        .ok()?;
+    Some(Trace {
+        trace_id: trace_id.to_be_bytes(),
+        span_id: span_id.to_be_bytes(),
+        flags,
     })
 }

@@ -7,13 +7,17 @@
 //! pure function of the answer. A new backend is one more [`Kind`] and one
 //! more file here.
 
+mod betterstack;
+mod otlp;
+mod otlp_json;
+pub mod otlp_proto;
 mod timber;
 
 use crate::compress::Compression;
 use crate::encode::{Msgpack, Truncating, MAX_ARRAY_HEADER};
 use crate::event::{write_frame, Event, Policy};
 use crate::queue::MAX_REQUEST_BYTES;
-use crate::settings::{Need, Resolved};
+use crate::settings::{Endpoint, Need, Resolved, Settings, SettingsError};
 use crate::value::Value;
 use std::time::{Duration, SystemTime};
 
@@ -22,13 +26,22 @@ use std::time::{Duration, SystemTime};
 pub enum Kind {
     /// The Timber frames API: `POST {host}/sources/{source_id}/frames`.
     Timber,
+    /// OpenTelemetry's OTLP/HTTP: `POST {endpoint}/v1/logs`.
+    Otlp,
+    /// Better Stack (Timber's successor): `POST {host}/`, the same frames.
+    BetterStack,
 }
 
 impl Kind {
+    /// Every value of the `destination` option, for messages.
+    pub const ACCEPTED: &'static str = "'timber', 'otlp', 'betterstack'";
+
     /// Reads the `destination` option.
     pub fn parse(name: &str) -> Option<Self> {
         match name.to_ascii_lowercase().as_str() {
             "timber" => Some(Kind::Timber),
+            "otlp" => Some(Kind::Otlp),
+            "betterstack" => Some(Kind::BetterStack),
             _ => None,
         }
     }
@@ -37,6 +50,8 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::Timber => "timber",
+            Kind::Otlp => "otlp",
+            Kind::BetterStack => "betterstack",
         }
     }
 
@@ -47,7 +62,24 @@ impl Kind {
                 ("api_key", Need::ApiKey, "TIMBER_API_KEY"),
                 ("source_id", Need::SourceId, "TIMBER_SOURCE_ID"),
             ],
+            Kind::BetterStack => &[("api_key", Need::ApiKey, "TIMBER_API_KEY")],
+            Kind::Otlp => &[],
         }
+    }
+}
+
+/// The URL and headers for the settings, with the destination's own
+/// defaults and environment (`given` names the options the user set, so a
+/// destination's default applies only to what was not).
+pub(crate) fn configure(
+    s: &mut Settings,
+    given: &[&str],
+    env: &impl Fn(&str) -> Option<String>,
+) -> Result<Endpoint, SettingsError> {
+    match s.destination {
+        Kind::Timber => Ok(timber::endpoint(s)),
+        Kind::BetterStack => Ok(betterstack::endpoint(s, given)),
+        Kind::Otlp => otlp::endpoint(s, given, env),
     }
 }
 
@@ -82,6 +114,14 @@ pub enum Verdict {
     Retry(Option<Duration>),
     /// Refused for good: drop it, counted as rejected, and say why.
     Reject(String),
+    /// Accepted, except for `rejected` records (counted as rejected, never
+    /// retried), for the reason given.
+    Partial {
+        /// How many records the endpoint refused.
+        rejected: u64,
+        /// What it said.
+        why: String,
+    },
 }
 
 /// A request body ready for the wire: compressed once, reused by every
@@ -101,51 +141,58 @@ pub const TRUNCATE_STRINGS_AT: usize = 16 * 1024;
 #[derive(Debug, Clone)]
 pub struct Destination {
     kind: Kind,
-    url: String,
-    headers: Vec<(&'static str, String)>,
+    endpoint: Endpoint,
     compression: Compression,
     policy: Policy,
+    otlp: Option<otlp::Otlp>,
 }
 
 impl Destination {
     /// The backend the settings name.
     pub fn new(resolved: &Resolved) -> Self {
         let s = &resolved.settings;
-        let (url, headers) = match s.destination {
-            Kind::Timber => timber::endpoint(s),
-        };
         Self {
             kind: s.destination,
-            url,
-            headers,
+            endpoint: resolved.endpoint.clone(),
             compression: s.compression,
             policy: Policy {
                 include_extra_attributes: s.include_extra_attributes,
+                lower_case_levels: s.destination == Kind::BetterStack,
             },
+            otlp: (s.destination == Kind::Otlp).then(|| otlp::Otlp::new(&resolved.endpoint)),
         }
     }
 
     /// The URL requests go to.
     pub fn url(&self) -> &str {
-        &self.url
+        &self.endpoint.url
     }
 
     /// The URL without any `user:password@`, for messages.
     pub fn display_url(&self) -> String {
-        display_url(&self.url)
+        display_url(&self.endpoint.url)
     }
 
     /// Headers of every request (authorization, content type).
-    pub fn headers(&self) -> &[(&'static str, String)] {
-        &self.headers
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.endpoint.headers
     }
 
     /// Encodes one event as this backend's record into `out` (cleared
     /// first). A record too large for any request is encoded again with its
     /// long strings cut rather than lost.
     pub fn encode<E: Event>(&self, event: &E, context: &[(Box<str>, Value)], out: &mut Vec<u8>) {
+        if let Some(otlp) = &self.otlp {
+            out.clear();
+            otlp.encode(event, context, self.policy, out, None);
+            if out.len() + MAX_ARRAY_HEADER > MAX_REQUEST_BYTES {
+                out.clear();
+                otlp.encode(event, context, self.policy, out, Some(TRUNCATE_STRINGS_AT));
+            }
+            return;
+        }
         match self.kind {
-            Kind::Timber => {
+            Kind::Timber | Kind::BetterStack | Kind::Otlp => {
                 let mut sink = Msgpack {
                     buf: std::mem::take(out),
                 };
@@ -165,8 +212,17 @@ impl Destination {
         }
     }
 
-    /// The request body of a batch (as the queue assembled it), compressed.
+    /// The request body of a batch (as the queue assembled it: a msgpack
+    /// array header, then the records), compressed.
     pub fn body(&self, batch: &[u8]) -> Body {
+        let assembled;
+        let batch = match &self.otlp {
+            Some(otlp) => {
+                assembled = otlp.body(strip_array_header(batch));
+                &assembled[..]
+            }
+            None => batch,
+        };
         match self.compression.encode(batch) {
             Some(bytes) => Body {
                 bytes,
@@ -186,9 +242,23 @@ impl Destination {
             Outcome::Answered(a) if (300..400).contains(&a.status) => redirect(a),
             Outcome::Answered(a) => match self.kind {
                 Kind::Timber => timber::classify(a, now),
+                Kind::BetterStack => betterstack::classify(a, now),
+                Kind::Otlp => otlp::classify(a, now),
             },
         }
     }
+}
+
+/// The records of a batch without the msgpack array header the queue puts
+/// in front of them.
+fn strip_array_header(batch: &[u8]) -> &[u8] {
+    let skip = match batch.first() {
+        Some(0x90..=0x9f) => 1,
+        Some(0xdc) => 3,
+        Some(0xdd) => 5,
+        _ => 0,
+    };
+    batch.get(skip..).unwrap_or_default()
 }
 
 /// Redirects are never followed: a POST turned into a GET would lose the

@@ -3,18 +3,31 @@
 
 use super::{Answer, Verdict};
 use crate::retry::retry_after;
-use crate::settings::Settings;
+use crate::settings::{Endpoint, Settings};
 use std::time::SystemTime;
 
-/// The URL and headers for the settings' host, source and key.
-pub(super) fn endpoint(s: &Settings) -> (String, Vec<(&'static str, String)>) {
+/// Where the Timber service was.
+pub(super) const DEFAULT_HOST: &str = "https://logs.timber.io";
+
+/// The URL and headers for the settings' host (the default one filled in),
+/// source and key.
+pub(super) fn endpoint(s: &mut Settings) -> Endpoint {
+    let host = s.host.get_or_insert_with(|| DEFAULT_HOST.to_owned()).clone();
     let source = s.source_id.as_deref().unwrap_or_default();
-    let url = format!("{}/sources/{}/frames", s.host, percent_encode(source));
-    let mut headers = vec![("Content-Type", "application/msgpack".to_owned())];
-    if let Some(key) = &s.api_key {
-        headers.push(("Authorization", format!("Bearer {key}")));
+    Endpoint {
+        url: format!("{host}/sources/{}/frames", percent_encode(source)),
+        headers: msgpack_headers(s),
+        ..Endpoint::default()
     }
-    (url, headers)
+}
+
+/// Content type and bearer token of a msgpack frames request.
+pub(super) fn msgpack_headers(s: &Settings) -> Vec<(String, String)> {
+    let mut headers = vec![("Content-Type".to_owned(), "application/msgpack".to_owned())];
+    if let Some(key) = &s.api_key {
+        headers.push(("Authorization".to_owned(), format!("Bearer {key}")));
+    }
+    headers
 }
 
 /// 2xx delivered; 408, 429 and 5xx but 501 retried (honouring
@@ -31,7 +44,7 @@ pub(super) fn classify(a: &Answer, now: SystemTime) -> Verdict {
 }
 
 /// The start of an error body, for the report.
-fn snippet(body: &[u8]) -> String {
+pub(super) fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
     let text = text.trim();
     if text.is_empty() {
