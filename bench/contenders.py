@@ -98,7 +98,13 @@ def timber_handler(name: str, url: str, **options: Any) -> Contender:
     """This project's ``timber.TimberHandler``, sending to the collector."""
     import timber
 
-    handler = timber.TimberHandler(api_key=SOURCE, source_id=SOURCE, host=url, **options)
+    handler = timber.TimberHandler(
+        **(
+            {} if options.get("destination") == "otlp" else {"api_key": SOURCE, "source_id": SOURCE}
+        ),
+        host=url,
+        **options,
+    )
 
     def context() -> contextlib.AbstractContextManager[Any]:
         if name.endswith("-ctx"):
@@ -114,6 +120,12 @@ def timber_handler(name: str, url: str, **options: Any) -> Contender:
         context,
         handler.stats,
     )
+
+
+def timber_otlp(name: str, url: str, **options: Any) -> Contender:
+    """This project's handler with ``destination='otlp'``, sending to the
+    OTLP sink; ``url`` is the sink's base URL."""
+    return timber_handler(name, url, destination="otlp", **options)
 
 
 def timber210(name: str, url: str) -> Contender:
@@ -193,6 +205,7 @@ BUILDERS: dict[str, tuple[Callable[..., Contender], str | None]] = {
     "timber-2.1.0": (timber210, "collector"),
     "logtail": (logtail, "collector"),
     "otel": (otel, "otlp"),
+    "timber-otlp": (timber_otlp, "otlp"),
 }
 
 

@@ -61,6 +61,7 @@ VENV_OF: dict[str, str | None] = {
     "timber-2.1.0": "timber-2.1.0",
     "logtail": "logtail",
     "otel": "otel",
+    "timber-otlp": None,
 }
 
 SHIPPERS = ["timber", "timber-2.1.0", "logtail", "otel"]
@@ -74,6 +75,7 @@ LABEL = {
     "timber-2.1.0": "timber 2.1.0 (PyPI)",
     "logtail": "logtail-python",
     "otel": "OpenTelemetry SDK, OTLP/HTTP",
+    "timber-otlp": "**timber** TimberHandler, destination='otlp'",
 }
 
 WORKLOADS = ["app", "e2e", "format", "bytes", "gil", "outage", "scale"]
@@ -109,14 +111,14 @@ class Plan:
 FULL = Plan(
     app_reps=10,
     app_calls=2000,
-    app_contenders=["timber", "timber-ctx", "timber-2.1.0", "logtail", "otel"],
+    app_contenders=["timber", "timber-ctx", "timber-otlp", "timber-2.1.0", "logtail", "otel"],
     e2e_records=200_000,
     e2e_reps=3,
-    e2e_contenders=["floor", *SHIPPERS],
+    e2e_contenders=["floor", *SHIPPERS, "timber-otlp"],
     format_reps=10,
     format_calls=5000,
     bytes_records=10_000,
-    bytes_contenders=SHIPPERS,
+    bytes_contenders=[*SHIPPERS, "timber-otlp"],
     gil_records=100_000,
     gil_rate=50_000,
     gil_reps=4,
@@ -133,14 +135,14 @@ FULL = Plan(
 QUICK = Plan(
     app_reps=4,
     app_calls=1000,
-    app_contenders=["timber", "timber-ctx", "logtail", "otel"],
+    app_contenders=["timber", "timber-ctx", "timber-otlp", "logtail", "otel"],
     e2e_records=20_000,
     e2e_reps=1,
-    e2e_contenders=["floor", "timber", "logtail", "otel"],
+    e2e_contenders=["floor", "timber", "timber-otlp", "logtail", "otel"],
     format_reps=4,
     format_calls=2000,
     bytes_records=2000,
-    bytes_contenders=["timber", "logtail", "otel"],
+    bytes_contenders=["timber", "timber-otlp", "logtail", "otel"],
     gil_records=20_000,
     gil_rate=50_000,
     gil_reps=2,
@@ -459,17 +461,20 @@ def w_e2e(b: Bench) -> None:
             spread(rss, "{:.0f}"),
             spread(recv_cpu),
         )
-        if name == "timber":
+        if name in ("timber", "timber-otlp"):
             b.targets += [
                 Target(
-                    "2 end to end", "timber: 100% delivered", min(pct) >= 100, f"{min(pct):.1f} %"
+                    "2 end to end", f"{name}: 100% delivered", min(pct) >= 100, f"{min(pct):.1f} %"
                 ),
                 Target(
                     "2 end to end",
-                    "timber: last record stored within 1.5x the floor's calls time",
+                    f"{name}: last record stored within 1.5x the floor's calls time",
                     median(t_ratio) <= 1.5,
                     f"{median(t_ratio):.2f}x",
                 ),
+            ]
+        if name == "timber":
+            b.targets += [
                 Target(
                     "2 end to end",
                     "timber: CPU under 2x the floor's",
@@ -613,6 +618,17 @@ def w_bytes(b: Bench) -> None:
                         f"{per:.0f} vs {logtail_wire:.0f} B ({per / logtail_wire:.2f}x)",
                     )
                 )
+    otlp, sdk = raw.get(LABEL["timber-otlp"]), raw.get(LABEL["otel"])
+    if otlp and sdk and otlp["received"] and sdk["received"]:
+        mine, theirs = otlp["wire"] / otlp["received"], sdk["wire"] / sdk["received"]
+        b.targets.append(
+            Target(
+                "4 bytes",
+                f"{LABEL['timber-otlp']}: ≤ the OpenTelemetry SDK's bytes/record",
+                mine <= theirs,
+                f"{mine:.0f} vs {theirs:.0f} B ({mine / theirs:.2f}x)",
+            )
+        )
     b.raw["bytes"] = raw
     b.tables.append(table)
 

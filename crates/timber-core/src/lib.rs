@@ -33,7 +33,7 @@ mod value;
 mod worker;
 
 pub use decode::{escape_bytes, split_frames, transcode_one, DecodeError, Skip, MAX_DECODE_DEPTH};
-pub use destination::{Answer, Kind, Outcome, Verdict};
+pub use destination::{otlp_proto, Answer, Kind, Outcome, Verdict};
 pub use encode::{Json, Msgpack, Sink};
 pub use engine::{Engine, EngineError, Pending};
 pub use event::{extra_key, hostname, write_frame, Event, Policy, Time, Trace, MAX_BACKTRACE};
