@@ -20,7 +20,6 @@ import msgpack
 import pytest
 
 from conftest import Collector, read_frames
-from timber.cli import parse_size
 
 Start = Callable[..., Collector]
 
@@ -292,6 +291,7 @@ def test_bad_settings_exit_with_a_message(tmp_path: Path) -> None:
         )
         assert run.returncode == 1, run
         assert run.stderr.startswith("timber collect: ")
+    # Mistakes on the command line: see test_collect_cli.py.
     run = subprocess.run(
         [sys.executable, "-m", "timber", "collect", "--max-body", "lots"],
         capture_output=True,
@@ -299,16 +299,6 @@ def test_bad_settings_exit_with_a_message(tmp_path: Path) -> None:
         timeout=30,
     )
     assert run.returncode == 2 and "not a size" in run.stderr
-
-
-def test_parse_size() -> None:
-    assert parse_size("10MiB") == 10 * 1024 * 1024
-    assert parse_size("1MB") == 1_000_000
-    assert parse_size("512KiB") == 512 * 1024
-    assert parse_size("4096") == 4096
-    for bad in ("", "1.5MB", "10 parsecs", "0"):
-        with pytest.raises(Exception, match="size"):
-            parse_size(bad)
 
 
 # --- concurrency and shutdown ----------------------------------------------------

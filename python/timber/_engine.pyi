@@ -9,7 +9,7 @@ __all__ = [
     "JsonFormat",
     "Snapshot",
     "__version__",
-    "collect",
+    "collect_main",
     "format_json",
     "record_extras",
 ]
@@ -78,11 +78,4 @@ def format_json(
 def record_extras(
     record: logging.LogRecord, include_extra_attributes: bool = True
 ) -> list[tuple[str, Any]]: ...
-def collect(
-    listen: str,
-    out: str,
-    api_key: str | None = None,
-    max_body: int = 10485760,
-    fsync: bool = False,
-    quiet: bool = False,
-) -> None: ...
+def collect_main(argv: list[str]) -> int: ...

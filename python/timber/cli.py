@@ -24,7 +24,6 @@ from typing import Any, TextIO
 
 DEFAULT_LISTEN = "127.0.0.1:8765"
 DEFAULT_OUT = "./timber-logs"
-DEFAULT_MAX_BODY = "10MiB"
 
 #: Seconds between two looks at the files under ``timber tail --follow``.
 FOLLOW_INTERVAL = 0.2
@@ -56,37 +55,6 @@ _COLOURS = {
 _DIM = "\x1b[2m"
 _RESET = "\x1b[0m"
 
-_SIZE = re.compile(r"^\s*(\d+)\s*([a-zA-Z]*)\s*$")
-_UNITS = {
-    "": 1,
-    "b": 1,
-    "kb": 1000,
-    "mb": 1000**2,
-    "gb": 1000**3,
-    "k": 1024,
-    "kib": 1024,
-    "m": 1024**2,
-    "mib": 1024**2,
-    "g": 1024**3,
-    "gib": 1024**3,
-}
-
-
-def parse_size(text: str) -> int:
-    """Bytes in a size such as ``10MiB``, ``1MB``, ``512KiB`` or ``1048576``.
-
-    ``kB``/``MB``/``GB`` are powers of 1000; ``KiB``/``MiB``/``GiB`` and the
-    single letters ``k``/``M``/``G`` are powers of 1024.
-    """
-    match = _SIZE.match(text)
-    unit = match.group(2).lower() if match else None
-    if match is None or unit not in _UNITS:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (try 10MiB, 1MB, 512KiB)")
-    size = int(match.group(1)) * _UNITS[unit]
-    if size < 1:
-        raise argparse.ArgumentTypeError("a size must be at least 1 byte")
-    return size
-
 
 def _level(text: str) -> str:
     name = text.lower()
@@ -102,37 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    collect = commands.add_parser(
+    # `timber collect` is parsed by the collector itself (see _collect); this
+    # entry only lists it under `timber --help`.
+    commands.add_parser(
         "collect",
-        help="receive frames over HTTP and store them as NDJSON",
-        description="A Timber-compatible ingest server: POST /sources/{id}/frames "
-        "(and POST / with a bearer token) append to OUT/<source_id>.ndjson.",
+        add_help=False,
+        help="receive frames over HTTP and store them as NDJSON (see 'timber collect --help')",
     )
-    collect.add_argument(
-        "--listen",
-        default=DEFAULT_LISTEN,
-        metavar="HOST:PORT",
-        help=f"address to listen on; port 0 picks a free one (default {DEFAULT_LISTEN})",
-    )
-    collect.add_argument(
-        "--out", default=DEFAULT_OUT, metavar="DIR", help=f"directory (default {DEFAULT_OUT})"
-    )
-    collect.add_argument(
-        "--api-key",
-        default=os.environ.get("TIMBER_API_KEY") or None,
-        metavar="KEY",
-        help="require 'Authorization: Bearer KEY' (default: $TIMBER_API_KEY; none accepts all)",
-    )
-    collect.add_argument(
-        "--max-body",
-        type=parse_size,
-        default=parse_size(DEFAULT_MAX_BODY),
-        metavar="SIZE",
-        help=f"largest body after decompression (default {DEFAULT_MAX_BODY})",
-    )
-    collect.add_argument("--fsync", action="store_true", help="sync to disk before answering")
-    collect.add_argument("--quiet", action="store_true", help="print nothing to stderr")
-    collect.set_defaults(run=_collect)
 
     tail = commands.add_parser(
         "tail",
@@ -170,6 +114,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The demo parses its own options (argparse.REMAINDER would refuse
         # ones that start with a dash).
         return _demo(argparse.Namespace(args=argv[1:]))
+    if argv[:1] == ["collect"]:
+        return _collect(argv[1:])
     args = build_parser().parse_args(argv)
     status: int = args.run(args)
     return status
@@ -178,24 +124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --- collect ---------------------------------------------------------------
 
 
-def _collect(args: argparse.Namespace) -> int:
+def _collect(argv: list[str]) -> int:
+    """Runs the collector; its own parser (shared with the ``timber-collector``
+    binary) reads the flags and prints usage and mistakes."""
     from timber import _engine
 
     try:
-        _engine.collect(
-            args.listen,
-            args.out,
-            api_key=args.api_key,
-            max_body=args.max_body,
-            fsync=args.fsync,
-            quiet=args.quiet,
-        )
+        return _engine.collect_main(argv)
     except KeyboardInterrupt:
         return 0
-    except (OSError, ValueError) as exc:
-        print(f"timber collect: {exc}", file=sys.stderr)
-        return 1
-    return 0
 
 
 # --- demo ------------------------------------------------------------------

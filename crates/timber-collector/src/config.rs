@@ -1,7 +1,10 @@
 //! What a collector run is given: the address, the output directory, the key
-//! and the limits, plus the parsing of human-written sizes such as `10MiB`.
+//! and the limits, plus the parsing of human-written sizes such as
+//! `10MiB` and durations such as `30s`. The command line that fills it is
+//! [`crate::cli`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Default `--listen` address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
@@ -44,14 +47,10 @@ impl Default for Config {
 ///
 /// Decimal units (`kB`, `MB`, `GB`) are powers of 1000, binary units (`KiB`,
 /// `MiB`, `GiB`) and single letters (`k`, `M`, `G`) are powers of 1024.
+/// Zero parses (as 0); whether it is allowed is the caller's business.
 pub fn parse_size(text: &str) -> Option<u64> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().ok()?;
-    let factor: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+    let (n, unit) = split_number(text)?;
+    let factor: u64 = match unit.to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "kb" => 1000,
         "mb" => 1000 * 1000,
@@ -62,6 +61,29 @@ pub fn parse_size(text: &str) -> Option<u64> {
         _ => return None,
     };
     n.checked_mul(factor)
+}
+
+/// Parses a duration such as `30s`, `500ms`, `2m`, `1h` or `30` (seconds).
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let (n, unit) = split_number(text)?;
+    let millis: u64 = match unit.to_ascii_lowercase().as_str() {
+        "ms" => 1,
+        "" | "s" => 1000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    n.checked_mul(millis).map(Duration::from_millis)
+}
+
+/// Splits `  123 unit ` into `(123, "unit")`; the digits must come first.
+fn split_number(text: &str) -> Option<(u64, &str)> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    Some((digits.parse().ok()?, unit.trim()))
 }
 
 #[cfg(test)]
@@ -77,10 +99,25 @@ mod tests {
         assert_eq!(parse_size("4k"), Some(4096));
         assert_eq!(parse_size("123"), Some(123));
         assert_eq!(parse_size("123B"), Some(123));
+        assert_eq!(parse_size("0"), Some(0));
         assert_eq!(parse_size(""), None);
         assert_eq!(parse_size("MiB"), None);
         assert_eq!(parse_size("1.5MiB"), None);
+        assert_eq!(parse_size("-1"), None);
         assert_eq!(parse_size("10 parsecs"), None);
         assert_eq!(parse_size("99999999999999GiB"), None);
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("0"), Some(Duration::ZERO));
+        for bad in ["", "s", "1.5s", "10 fortnights", "-3s"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! writer are the engine's own ([`timber_core::decode`], [`timber_core::encode`]).
 
 pub mod body;
+pub mod cli;
 pub mod config;
 pub mod server;
 pub mod store;

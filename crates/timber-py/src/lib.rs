@@ -18,7 +18,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<format::PyJsonFormat>()?;
     m.add_function(wrap_pyfunction!(format::format_json, m)?)?;
     m.add_function(wrap_pyfunction!(format::record_extras, m)?)?;
-    m.add_function(wrap_pyfunction!(collect::collect, m)?)?;
+    m.add_function(wrap_pyfunction!(collect::collect_main, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }
