@@ -15,6 +15,8 @@ pub mod cli;
 pub mod config;
 pub mod server;
 pub mod store;
+#[doc(hidden)]
+pub mod testing;
 
 use std::io::Write;
 use std::path::PathBuf;
