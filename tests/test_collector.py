@@ -540,3 +540,40 @@ def test_tail_missing_path(tmp_path: Path) -> None:
 def test_read_frames_helper_sees_every_line(collector: Collector) -> None:
     assert collector.post(FRAMES_PATH, msgpack.packb(batch(2)))[0] == 202
     assert read_frames(collector.out, "app_1") == batch(2)
+
+
+# --- nesting -----------------------------------------------------------------------
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """A frame whose deepest value sits at `depth` (the frame itself is 0)."""
+    value: Any = 1
+    for _ in range(depth - 1):
+        value = [value]
+    return {"a": value}
+
+
+@pytest.mark.parametrize(
+    ("content_type", "encode"),
+    [
+        ("application/msgpack", msgpack.packb),
+        ("application/json", lambda f: json.dumps([f]).encode()),
+        ("application/x-ndjson", lambda f: json.dumps(f).encode() + b"\n"),
+    ],
+)
+def test_nesting_is_capped_alike_in_every_format(
+    collector: Collector, content_type: str, encode: Callable[[Any], bytes]
+) -> None:
+    assert collector.post(FRAMES_PATH, encode(nested(128)), content_type)[0] == 202
+    status, reason = collector.post(FRAMES_PATH, encode(nested(129)), content_type)
+    assert status == 400 and b"deeper than 128" in reason, reason
+    assert len(collector.frames("app_1")) == 1
+
+
+def test_very_deep_json_is_refused_and_the_server_keeps_working(collector: Collector) -> None:
+    deep = b'{"a":' + b"[" * 1_000_000 + b"]" * 1_000_000 + b"}"
+    for content_type in ("application/json", "application/x-ndjson"):
+        status, reason = collector.post(FRAMES_PATH, deep, content_type)
+        assert status == 400 and b"deeper than 128" in reason
+    assert collector.post(FRAMES_PATH, msgpack.packb(batch(1)))[0] == 202
+    assert collector.frames("app_1") == batch(1)

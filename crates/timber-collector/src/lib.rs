@@ -13,6 +13,7 @@
 pub mod body;
 pub mod cli;
 pub mod config;
+mod json;
 pub mod server;
 pub mod store;
 #[doc(hidden)]
