@@ -1,5 +1,5 @@
-//! What a collector run is given: the address, the output directory, the key
-//! and the limits, plus the parsing of human-written sizes such as
+//! What a collector run is given: the address, the output directory, the key,
+//! the limits and timeouts, plus the parsing of human-written sizes such as
 //! `10MiB` and durations such as `30s`. The command line that fills it is
 //! [`crate::cli`].
 
@@ -12,6 +12,18 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8765";
 pub const DEFAULT_OUT: &str = "./timber-logs";
 /// Default `--max-body`: 10 MiB, counted after decompression.
 pub const DEFAULT_MAX_BODY: u64 = 10 * 1024 * 1024;
+/// Default `--root-source`: where `POST /` stores its frames.
+pub const DEFAULT_ROOT_SOURCE: &str = "betterstack";
+/// Default `--max-open-files`.
+pub const DEFAULT_MAX_OPEN_FILES: usize = 256;
+/// Default `--max-connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default `--read-timeout`.
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `--idle-timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `--max-memory`: request bodies held at once, received or decoding.
+pub const DEFAULT_MAX_MEMORY: u64 = 256 * 1024 * 1024;
 
 /// Settings of one collector run.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,6 +40,18 @@ pub struct Config {
     pub fsync: bool,
     /// Print nothing to stderr (the listening line still goes to stdout).
     pub quiet: bool,
+    /// Source that `POST /` (the Better Stack form) stores under.
+    pub root_source: String,
+    /// Most source files kept open at once; the least recently used is closed.
+    pub max_open_files: usize,
+    /// Most client connections served at once.
+    pub max_connections: usize,
+    /// Longest time a request head, and then its body, may take to arrive.
+    pub read_timeout: Duration,
+    /// Longest time a connection may wait for its next request.
+    pub idle_timeout: Duration,
+    /// Bytes of request bodies held in memory at once, received or decoding.
+    pub max_memory: u64,
 }
 
 impl Default for Config {
@@ -39,6 +63,12 @@ impl Default for Config {
             max_body: DEFAULT_MAX_BODY,
             fsync: false,
             quiet: false,
+            root_source: DEFAULT_ROOT_SOURCE.to_owned(),
+            max_open_files: DEFAULT_MAX_OPEN_FILES,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            read_timeout: DEFAULT_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            max_memory: DEFAULT_MAX_MEMORY,
         }
     }
 }
