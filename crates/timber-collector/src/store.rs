@@ -4,7 +4,8 @@
 //!
 //! Open files are bounded: past `max_open` the least recently used file is
 //! closed (and reopened, by path, when its source writes again), so any
-//! number of sources fits in a fixed number of descriptors. [`Store::reopen`]
+//! number of sources fits in a fixed number of descriptors; only writes in
+//! progress, when every kept file is busy, may briefly hold one more each. [`Store::reopen`]
 //! (on SIGHUP) closes them all, so that files renamed by logrotate are left
 //! alone and new ones are created. Each source also remembers its recent
 //! idempotency keys ([`crate::recent`]), checked and recorded under the same
@@ -151,11 +152,19 @@ impl Store {
             return Ok(Appended::Replay(n));
         }
         if !lines.is_empty() {
-            let file = self.file(source, &mut state)?;
-            write_whole(file, lines)?;
-            if self.fsync {
-                file.sync_data()?;
+            let kept = self.open_for_write(source, &mut state)?;
+            let file = state.file.as_mut().expect("opened above");
+            let written = write_whole(file, lines).and_then(|()| {
+                if self.fsync {
+                    file.sync_data()
+                } else {
+                    Ok(())
+                }
+            });
+            if !kept {
+                state.file = None;
             }
+            written?;
         }
         if let Some(k) = key {
             state.keys.insert(k, frames, Instant::now());
@@ -202,10 +211,13 @@ impl Store {
         src
     }
 
-    /// The open file of `name`, whose state the caller holds locked: opened
-    /// (or reopened after [`Store::reopen`]) if needed, and marked as the
-    /// most recently used.
-    fn file<'a>(&self, name: &str, state: &'a mut SourceState) -> Result<&'a mut File, StoreError> {
+    /// Opens the file of `name` into its state (which the caller holds
+    /// locked) if needed, or reopens it after [`Store::reopen`]. Returns
+    /// whether the file stays open after the write: it does, as the most
+    /// recently used, unless every other open file was being written and none
+    /// could be closed to stay under `max_open`; then it is closed after this
+    /// write, so the bound is only ever passed by writes in progress.
+    fn open_for_write(&self, name: &str, state: &mut SourceState) -> Result<bool, StoreError> {
         let generation = self.generation.load(Ordering::SeqCst);
         let mut sources = lock(&self.sources);
         if let Some(tick) = state.tick.take() {
@@ -238,12 +250,14 @@ impl Store {
             state.file = Some(file);
             state.generation = generation;
         }
+        if sources.open.len() >= self.max_open {
+            return Ok(false);
+        }
         sources.tick += 1;
         let tick = sources.tick;
         sources.open.insert(tick, name.to_owned());
         state.tick = Some(tick);
-        drop(sources);
-        Ok(state.file.as_mut().expect("opened above"))
+        Ok(true)
     }
 
     fn open_file(&self, name: &str) -> io::Result<File> {
