@@ -11,7 +11,7 @@ __all__ = [
     "JsonFormat",
     "Snapshot",
     "__version__",
-    "collect",
+    "collect_main",
     "declared",
 ]
 __version__: str
@@ -66,11 +66,4 @@ class JsonFormat:
     def frame(self, record: logging.LogRecord) -> Any: ...
 
 def declared() -> list[tuple[str, Any, list[str], str]]: ...
-def collect(
-    listen: str,
-    out: str,
-    api_key: str | None = None,
-    max_body: int = 10485760,
-    fsync: bool = False,
-    quiet: bool = False,
-) -> None: ...
+def collect_main(argv: list[str]) -> int: ...

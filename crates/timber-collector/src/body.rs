@@ -3,14 +3,11 @@
 //! becomes one compact JSON line.
 //!
 //! Msgpack is transcoded straight into JSON by the engine's decoder, without a
-//! tree in between; JSON bodies are validated by `serde_json` and re-written
-//! compactly from the original text, which keeps key order and numbers as the
-//! client sent them.
+//! tree in between; JSON and NDJSON bodies are read in [`crate::json`].
 
 use std::borrow::Cow;
 use std::io::Read;
 
-use serde_json::value::RawValue;
 use timber_core::Json;
 use timber_core::{split_frames, transcode_one};
 
@@ -136,8 +133,8 @@ pub fn decode(format: Format, encoding: Encoding, raw: &[u8], max_body: u64) -> 
     }
     match format {
         Format::Msgpack => msgpack_lines(&body),
-        Format::Json => json_lines(&body),
-        Format::Ndjson => ndjson_lines(&body),
+        Format::Json => crate::json::json_lines(&body),
+        Format::Ndjson => crate::json::ndjson_lines(&body),
     }
 }
 
@@ -222,92 +219,6 @@ fn msgpack_lines(body: &[u8]) -> Result<Batch> {
         lines: json.buf,
         frames: ranges.len(),
     })
-}
-
-fn utf8(body: &[u8]) -> Result<&str> {
-    std::str::from_utf8(body).map_err(|e| BodyError::Invalid(format!("body is not UTF-8: {e}")))
-}
-
-fn json_lines(body: &[u8]) -> Result<Batch> {
-    let text = utf8(body)?;
-    let invalid = |e: serde_json::Error| BodyError::Invalid(format!("JSON body: {e}"));
-    let mut batch = Batch {
-        lines: Vec::with_capacity(body.len() + 1),
-        frames: 0,
-    };
-    match text.trim_start().as_bytes().first() {
-        Some(b'[') => {
-            let items: Vec<&RawValue> = serde_json::from_str(text).map_err(invalid)?;
-            for (i, item) in items.iter().enumerate() {
-                push_object(&mut batch, item.get())
-                    .ok_or_else(|| BodyError::Invalid(format!("frame {i} is not an object")))?;
-            }
-        }
-        Some(b'{') => {
-            let item: &RawValue = serde_json::from_str(text).map_err(invalid)?;
-            push_object(&mut batch, item.get())
-                .ok_or_else(|| BodyError::Invalid("frame is not an object".into()))?;
-        }
-        _ => {
-            return Err(BodyError::Invalid(
-                "JSON body is neither an object nor an array of objects".into(),
-            ))
-        }
-    }
-    Ok(batch)
-}
-
-fn ndjson_lines(body: &[u8]) -> Result<Batch> {
-    let text = utf8(body)?;
-    let mut batch = Batch {
-        lines: Vec::with_capacity(body.len() + 1),
-        frames: 0,
-    };
-    for (n, line) in text.split('\n').enumerate() {
-        let line = line.trim_matches([' ', '\t', '\r']);
-        if line.is_empty() {
-            continue;
-        }
-        let item: &RawValue = serde_json::from_str(line)
-            .map_err(|e| BodyError::Invalid(format!("NDJSON line {}: {e}", n + 1)))?;
-        push_object(&mut batch, item.get())
-            .ok_or_else(|| BodyError::Invalid(format!("NDJSON line {} is not an object", n + 1)))?;
-    }
-    Ok(batch)
-}
-
-/// Appends one validated JSON value as a compact line, if it is an object.
-fn push_object(batch: &mut Batch, text: &str) -> Option<()> {
-    let text = text.trim_start();
-    if !text.starts_with('{') {
-        return None;
-    }
-    minify_into(text, &mut batch.lines);
-    batch.lines.push(b'\n');
-    batch.frames += 1;
-    Some(())
-}
-
-/// Copies valid JSON without the whitespace between tokens. Strings cannot
-/// hold a raw newline in valid JSON, so the result is one line.
-fn minify_into(text: &str, out: &mut Vec<u8>) {
-    let mut in_string = false;
-    let mut escaped = false;
-    for &b in text.as_bytes() {
-        if in_string {
-            out.push(b);
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-        } else if !matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
-            in_string = b == b'"';
-            out.push(b);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -452,38 +363,6 @@ mod tests {
         body.extend(gzip(b"{\"a\":2}\n"));
         let batch = decode(Format::Ndjson, Encoding::Gzip, &body, MAX).unwrap();
         assert_eq!(lines(&batch), [r#"{"a":1}"#, r#"{"a":2}"#]);
-    }
-
-    #[test]
-    fn json_object_and_array_are_compacted_in_order() {
-        let body = b"  {\n  \"z\": 1,\n  \"a\": [1, 2.50, \"x y\\\" \"],\n  \"big\": 123456789012345678901234567890\n}\n";
-        let batch = decode(Format::Json, Encoding::Identity, body, MAX).unwrap();
-        assert_eq!(
-            lines(&batch),
-            [r#"{"z":1,"a":[1,2.50,"x y\" "],"big":123456789012345678901234567890}"#]
-        );
-
-        let body = br#"[{"a": 1}, {"b": {"c": null}}]"#;
-        let batch = decode(Format::Json, Encoding::Identity, body, MAX).unwrap();
-        assert_eq!(batch.frames, 2);
-        assert_eq!(lines(&batch), [r#"{"a":1}"#, r#"{"b":{"c":null}}"#]);
-
-        let batch = decode(Format::Json, Encoding::Identity, b"[]", MAX).unwrap();
-        assert_eq!(batch, Batch::default());
-    }
-
-    #[test]
-    fn ndjson_lines_with_blank_lines_and_crlf() {
-        let body = b"{\"a\": 1}\r\n\n  {\"b\":\"c d\"}\n";
-        for encoding in [Encoding::Identity, Encoding::Gzip, Encoding::Zstd] {
-            let raw = match encoding {
-                Encoding::Gzip => gzip(body),
-                Encoding::Zstd => zstd(body),
-                _ => body.to_vec(),
-            };
-            let batch = decode(Format::Ndjson, encoding, &raw, MAX).unwrap();
-            assert_eq!(lines(&batch), [r#"{"a":1}"#, r#"{"b":"c d"}"#]);
-        }
     }
 
     fn invalid(format: Format, encoding: Encoding, body: &[u8]) -> String {

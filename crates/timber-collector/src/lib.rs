@@ -1,19 +1,30 @@
 //! A Timber-compatible ingest server for the local machine: `timber collect`.
 //!
 //! ```text
-//!  POST ─▶ server (auth, limits) ─▶ body (decompress, msgpack/JSON → JSON lines) ─▶ store
-//!          401 / 413 / 415           bounded, 400 on bad input                      <out>/<source>.ndjson
-//!                                                                                   then 202
+//!  accept ─▶ conn (slots, idle/read timeouts) ─▶ server (auth, limits, budget) ─▶ body/json ─▶ store
+//!            sheds idle connections when full       401 / 413 / 415 / 408 / 503     400          <out>/<source>.ndjson
+//!                                                                                                then 202
 //! ```
 //!
 //! Every frame is stored as one JSON line, all lines of a request in one
 //! write, before the request is answered. The msgpack decoder and the JSON
 //! writer are the engine's own ([`timber_core::transcode_one`], [`timber_core::Json`]).
+//! Descriptors ([`limits`]), connections ([`conn`]) and memory ([`budget`]) are
+//! bounded, so that no client, however slow or numerous, can starve the others.
+//! The command line is [`cli`], shared by the binary and `timber collect`.
 
 pub mod body;
+pub mod budget;
+pub mod cli;
 pub mod config;
+pub mod conn;
+mod json;
+pub mod limits;
+pub mod recent;
 pub mod server;
 pub mod store;
+#[doc(hidden)]
+pub mod testing;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -64,10 +75,26 @@ pub fn run(config: Config) -> Result<(), Error> {
         Some((host, port)) if !host.is_empty() && port.parse::<u16>().is_ok() => {}
         _ => return Err(Error::Listen(listen)),
     }
-    let store = Store::open(&config.out, config.fsync).map_err(|source| Error::Out {
-        dir: config.out.clone(),
-        source,
-    })?;
+    // Connections and open files both take descriptors: fit both under the
+    // process's limit, so that neither starves the other.
+    let (max_open_files, max_connections) = limits::fit(
+        config.max_open_files,
+        config.max_connections,
+        limits::open_files_limit(),
+    );
+    if !config.quiet
+        && (max_open_files, max_connections) != (config.max_open_files, config.max_connections)
+    {
+        eprintln!(
+            "timber collect: open-file limit {}: at most {max_connections} connections and {max_open_files} open files",
+            limits::open_files_limit().unwrap_or_default()
+        );
+    }
+    let store =
+        Store::open(&config.out, config.fsync, max_open_files).map_err(|source| Error::Out {
+            dir: config.out.clone(),
+            source,
+        })?;
     let dir = std::fs::canonicalize(store.dir()).unwrap_or_else(|_| store.dir().to_path_buf());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -83,11 +110,21 @@ pub fn run(config: Config) -> Result<(), Error> {
             })?;
         let addr = listener.local_addr()?;
         let shutdown = server::shutdown_signal()?;
+        let store = Arc::new(store);
+        let reopen = server::reopen_on_hangup(Arc::clone(&store), config.quiet)?;
         let state = Arc::new(server::AppState {
-            store: Arc::new(store),
+            store,
             api_key: config.api_key.filter(|k| !k.is_empty()),
             max_body: config.max_body,
+            root_source: config.root_source.clone(),
+            read_timeout: config.read_timeout,
+            budget: budget::Budget::new(config.max_memory),
         });
+        let limits = conn::Limits {
+            max_connections,
+            read_timeout: config.read_timeout,
+            idle_timeout: config.idle_timeout,
+        };
         if state.api_key.is_none() && !config.quiet {
             eprintln!("timber collect: no API key set, accepting every request");
         }
@@ -100,7 +137,9 @@ pub fn run(config: Config) -> Result<(), Error> {
         )?;
         stdout.flush()?;
         drop(stdout);
-        server::serve(listener, state, shutdown, config.quiet).await?;
+        let served = server::serve(listener, state, limits, shutdown, config.quiet).await;
+        reopen.abort();
+        served?;
         Ok(())
     })
 }

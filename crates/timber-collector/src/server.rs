@@ -1,16 +1,20 @@
 //! The HTTP side: routes, authentication, body limits, the answers, the
-//! once-a-second activity line, and graceful shutdown on SIGINT/SIGTERM.
+//! once-a-second activity line, and the signals (SIGINT/SIGTERM stop,
+//! SIGHUP reopens the files). Connections themselves are [`crate::conn`].
 //!
 //! ```text
 //! POST /sources/{source_id}/frames   Timber API
-//! POST /                             Better Stack form: source named after the bearer token
+//! POST /                             Better Stack form: stored under --root-source
 //! ```
 //!
-//! A request is checked in order: key (401), source id (400), content type and
-//! encoding (415), size on the wire (413); then decoding and the write run on
+//! A request is checked in order: key (401), source id and idempotency key
+//! (400), content type and encoding (415), size on the wire (413); it then
+//! waits for its share of the memory budget (503 beyond [`BUDGET_WAIT`]),
+//! its body must arrive within the read timeout (408); a replayed
+//! idempotency key is answered 202 at once; decoding and the write run on
 //! the blocking pool, and only a stored batch is answered with 202.
 
-use std::future::{poll_fn, Future, IntoFuture};
+use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -24,17 +28,18 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::sync::Notify;
 
 use crate::body::{self, BodyError, Encoding, Format};
-use crate::store::{valid_source_id, Store};
+use crate::budget::{Budget, BUDGET_WAIT};
+use crate::conn::{self, Limits};
+use crate::recent::{valid_key, MAX_KEY_LEN};
+use crate::store::{valid_source_id, Appended, Store, StoreError};
 
-/// How long requests still in flight get after a shutdown signal before the
-/// server stops waiting for them.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// The header that names a batch, the same on every retry of it.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 
-/// Source of requests to `POST /` that carry no bearer token.
-pub const DEFAULT_SOURCE: &str = "default";
+/// Seconds a client is asked to wait after a 503.
+const RETRY_AFTER_SECS: u64 = 1;
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -45,6 +50,12 @@ pub struct AppState {
     pub api_key: Option<String>,
     /// Largest decompressed body, in bytes.
     pub max_body: u64,
+    /// Source of the frames sent to `POST /`.
+    pub root_source: String,
+    /// Longest a request body may take to arrive.
+    pub read_timeout: Duration,
+    /// Memory for the bodies being received and decoded.
+    pub budget: Budget,
 }
 
 /// The routes of the collector.
@@ -83,11 +94,25 @@ struct Refusal {
     reason: String,
 }
 
+impl Refusal {
+    /// Whether the client should try again later (503, with Retry-After).
+    fn is_retryable(&self) -> bool {
+        self.status == StatusCode::SERVICE_UNAVAILABLE
+    }
+}
+
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
         let mut text = self.reason.replace(['\r', '\n'], " ");
         text.push('\n');
-        (
+        let retry = self.is_retryable();
+        // A body refused before it was read may still be on its way: closing
+        // the connection is the only way to be rid of it.
+        let unread = matches!(
+            self.status,
+            StatusCode::REQUEST_TIMEOUT | StatusCode::SERVICE_UNAVAILABLE
+        );
+        let mut response = (
             self.status,
             [(
                 header::CONTENT_TYPE,
@@ -95,7 +120,18 @@ impl IntoResponse for Refusal {
             )],
             text,
         )
-            .into_response()
+            .into_response();
+        if retry {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+        }
+        if unread {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
     }
 }
 
@@ -149,51 +185,115 @@ async fn ingest(
             ));
         }
     }
-    let source = source_id.unwrap_or_else(|| token.unwrap_or(DEFAULT_SOURCE).to_owned());
+    // The root form never names a file after the token: it is a secret.
+    let source = source_id.unwrap_or_else(|| state.root_source.clone());
     if !valid_source_id(&source) {
         return Err(refuse(
             StatusCode::BAD_REQUEST,
             "source id must be 1 to 200 characters of A-Z a-z 0-9 _ . -",
         ));
     }
+    let key = match headers.get(IDEMPOTENCY_KEY) {
+        None => None,
+        Some(v) => match v.to_str().ok().filter(|k| valid_key(k)) {
+            Some(k) => Some(k.to_owned()),
+            None => {
+                return Err(refuse(
+                    StatusCode::BAD_REQUEST,
+                    &format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+                ))
+            }
+        },
+    };
     let format =
         Format::parse(header_str(&headers, header::CONTENT_TYPE)).map_err(|e| body_refusal(&e))?;
     let encoding = Encoding::parse(header_str(&headers, header::CONTENT_ENCODING))
         .map_err(|e| body_refusal(&e))?;
     let max_body = state.max_body;
-    let raw = read_body(body, encoding.wire_limit(max_body))
+    let wire_limit = encoding.wire_limit(max_body);
+    let declared = body.size_hint().exact();
+    if declared.is_some_and(|n| n > wire_limit) {
+        return Err(body_refusal(&BodyError::TooLarge(max_body)));
+    }
+    let reading = state
+        .budget
+        .reserve_read(declared.unwrap_or(wire_limit))
         .await
+        .ok_or_else(out_of_memory)?;
+    let raw = tokio::time::timeout(state.read_timeout, read_body(body, wire_limit))
+        .await
+        .map_err(|_| {
+            refuse(
+                StatusCode::REQUEST_TIMEOUT,
+                &format!("body not received within {:?}", state.read_timeout),
+            )
+        })?
         .map_err(|err| match err {
             ReadError::TooLarge => body_refusal(&BodyError::TooLarge(max_body)),
             ReadError::Broken(reason) => refuse(StatusCode::BAD_REQUEST, &reason),
         })?;
+    if let Some(frames) = key
+        .as_deref()
+        .and_then(|k| state.store.replayed(&source, k))
+    {
+        return Ok(accepted(frames, true));
+    }
+    let decoding = state
+        .budget
+        .reserve_decode(format, encoding, raw.len() as u64, max_body)
+        .await
+        .ok_or_else(out_of_memory)?;
 
     let store = Arc::clone(&state.store);
-    let stored = tokio::task::spawn_blocking(move || {
+    let appended = tokio::task::spawn_blocking(move || {
         let batch = body::decode(format, encoding, &raw, max_body).map_err(|e| body_refusal(&e))?;
         drop(raw);
-        store
-            .append(&source, &batch.lines, batch.frames)
-            .map_err(|e| {
-                refuse(
+        let appended = store
+            .append(&source, &batch.lines, batch.frames, key.as_deref())
+            .map_err(|e| match e {
+                StoreError::OutOfFiles(_) => refuse(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &format!("cannot store frames now: {e}"),
+                ),
+                StoreError::Io(_) => refuse(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     &format!("cannot store frames: {e}"),
-                )
+                ),
             })?;
-        Ok::<usize, Refusal>(batch.frames)
+        Ok::<_, Refusal>(match appended {
+            Appended::Written => (batch.frames, false),
+            Appended::Replay(frames) => (frames, true),
+        })
     })
     .await
     .map_err(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "storing frames failed"))??;
+    drop((reading, decoding));
+    Ok(accepted(appended.0, appended.1))
+}
 
-    Ok((
+fn out_of_memory() -> Refusal {
+    refuse(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!("too many bodies in memory for {BUDGET_WAIT:?}: try again shortly"),
+    )
+}
+
+/// The 202 answer; `replayed` when the idempotency key was stored before.
+fn accepted(frames: usize, replayed: bool) -> Response {
+    let text = if replayed {
+        format!("{{\"accepted\":{frames},\"replayed\":true}}\n")
+    } else {
+        format!("{{\"accepted\":{frames}}}\n")
+    };
+    (
         StatusCode::ACCEPTED,
         [(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        format!("{{\"accepted\":{stored}}}\n"),
+        text,
     )
-        .into_response())
+        .into_response()
 }
 
 enum ReadError {
@@ -203,11 +303,7 @@ enum ReadError {
 
 /// Reads the body, stopping as soon as it passes `limit` bytes.
 async fn read_body(mut body: Body, limit: u64) -> Result<Vec<u8>, ReadError> {
-    let declared = body.size_hint().exact();
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ReadError::TooLarge);
-    }
-    let capacity = declared.unwrap_or(0).min(limit);
+    let capacity = body.size_hint().exact().unwrap_or(0).min(limit);
     let mut buf = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
     while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         let frame = frame.map_err(|e| ReadError::Broken(format!("cannot read body: {e}")))?;
@@ -246,40 +342,51 @@ pub fn shutdown_signal() -> io::Result<impl Future<Output = ()> + Send + 'static
     }
 }
 
+/// Reopens the store's files on every SIGHUP, from a task started here; the
+/// handler is installed before this returns, so a SIGHUP from then on never
+/// kills the process. Must be called within the runtime.
+pub fn reopen_on_hangup(store: Arc<Store>, quiet: bool) -> io::Result<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = signal(SignalKind::hangup())?;
+        Ok(tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                store.reopen();
+                if !quiet {
+                    eprintln!("timber collect: SIGHUP: reopened the files");
+                }
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (store, quiet);
+        Ok(tokio::spawn(async {}))
+    }
+}
+
 /// Serves until `shutdown` resolves, then stops accepting and lets requests in
-/// flight finish (for at most [`SHUTDOWN_GRACE`]).
+/// flight finish (for at most [`conn::SHUTDOWN_GRACE`]).
 pub async fn serve(
     listener: TcpListener,
     state: Arc<AppState>,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
     quiet: bool,
 ) -> io::Result<()> {
-    let stopping = Arc::new(Notify::new());
-    let stopped = Arc::clone(&stopping);
     let progress = (!quiet).then(|| tokio::spawn(report_activity(Arc::clone(&state.store))));
-    let app = router(state);
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            stopped.notify_one();
-        })
-        .into_future();
-    let result = tokio::select! {
-        result = server => result,
-        () = async {
-            stopping.notified().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => {
-            if !quiet {
-                eprintln!("timber collect: requests still open after {SHUTDOWN_GRACE:?}, stopping anyway");
-            }
-            Ok(())
-        }
-    };
+    let finished = conn::serve(listener, router(state), limits, shutdown).await;
+    if !quiet && matches!(finished, Ok(false)) {
+        eprintln!(
+            "timber collect: requests still open after {:?}, stopping anyway",
+            conn::SHUTDOWN_GRACE
+        );
+    }
     if let Some(task) = progress {
         task.abort();
     }
-    result
+    finished.map(|_| ())
 }
 
 /// Prints one line per second in which frames arrived.

@@ -1,13 +1,25 @@
 //! Where frames end up: one append-only `<source_id>.ndjson` per source, with
 //! one writer at a time per file so that the lines of concurrent requests
 //! never interleave, and a failed write rolled back so that no line is torn.
+//!
+//! Open files are bounded: past `max_open` the least recently used file is
+//! closed (and reopened, by path, when its source writes again), so any
+//! number of sources fits in a fixed number of descriptors; only writes in
+//! progress, when every kept file is busy, may briefly hold one more each. [`Store::reopen`]
+//! (on SIGHUP) closes them all, so that files renamed by logrotate are left
+//! alone and new ones are created. Each source also remembers its recent
+//! idempotency keys ([`crate::recent`]), checked and recorded under the same
+//! lock as the write.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Instant;
+
+use crate::recent::RecentKeys;
 
 /// Longest source id accepted, well under the file-name limit of common file systems.
 pub const MAX_SOURCE_ID_LEN: usize = 200;
@@ -24,13 +36,62 @@ pub fn valid_source_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// Why frames were not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The process has no descriptor left to open the file, even after
+    /// closing idle ones: worth retrying shortly (503).
+    #[error("out of file descriptors: {0}")]
+    OutOfFiles(io::Error),
+    /// Any other failure of the file system (500).
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// The lines were written.
+    Written,
+    /// The idempotency key was stored recently, with this many frames:
+    /// nothing was written.
+    Replay(usize),
+}
+
 /// The per-source appending writer.
 #[derive(Debug)]
 pub struct Store {
     dir: PathBuf,
     fsync: bool,
-    files: Mutex<HashMap<String, Arc<Mutex<File>>>>,
+    max_open: usize,
+    sources: Mutex<Sources>,
+    /// Bumped by [`Store::reopen`]; a file opened in an older generation is
+    /// reopened before its next write.
+    generation: AtomicU64,
     frames: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Sources {
+    by_name: HashMap<String, Arc<Source>>,
+    /// Sources whose file is open, by the tick of their last use: the first
+    /// entry is the least recently used.
+    open: BTreeMap<u64, String>,
+    tick: u64,
+}
+
+#[derive(Debug, Default)]
+struct Source {
+    state: Mutex<SourceState>,
+}
+
+#[derive(Debug, Default)]
+struct SourceState {
+    file: Option<File>,
+    generation: u64,
+    /// This source's key in `Sources::open`, while its file is open.
+    tick: Option<u64>,
+    keys: RecentKeys,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -39,14 +100,24 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Whether opening failed for want of a descriptor (EMFILE, ENFILE), which
+/// closing another file or waiting can cure.
+pub(crate) fn out_of_descriptors(err: &io::Error) -> bool {
+    // EMFILE is 24 and ENFILE 23 on Linux, the BSDs and macOS alike.
+    cfg!(unix) && matches!(err.raw_os_error(), Some(23 | 24))
+}
+
 impl Store {
-    /// Creates `dir` if needed and returns a store writing into it.
-    pub fn open(dir: &Path, fsync: bool) -> io::Result<Self> {
+    /// Creates `dir` if needed and returns a store writing into it, with at
+    /// most `max_open` files open at once (at least 1).
+    pub fn open(dir: &Path, fsync: bool, max_open: usize) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             fsync,
-            files: Mutex::new(HashMap::new()),
+            max_open: max_open.max(1),
+            sources: Mutex::new(Sources::default()),
+            generation: AtomicU64::new(0),
             frames: AtomicU64::new(0),
         })
     }
@@ -56,20 +127,63 @@ impl Store {
         &self.dir
     }
 
+    /// The frames stored under `key` for `source`, if that key was stored
+    /// recently: a cheap look before decoding a body that is a replay.
+    pub fn replayed(&self, source: &str, key: &str) -> Option<usize> {
+        let src = lock(&self.sources).by_name.get(source).cloned()?;
+        let frames = lock(&src.state).keys.get(key, Instant::now());
+        frames
+    }
+
     /// Appends `lines` (complete lines holding `frames` frames) to the file of
-    /// `source` in one write, synced first when the store was opened with fsync.
-    pub fn append(&self, source: &str, lines: &[u8], frames: usize) -> io::Result<()> {
-        if lines.is_empty() {
-            return Ok(());
+    /// `source` in one write, synced first when the store was opened with
+    /// fsync. With a `key` that this source stored recently, writes nothing
+    /// and says so; otherwise the key is remembered once the lines are written.
+    pub fn append(
+        &self,
+        source: &str,
+        lines: &[u8],
+        frames: usize,
+        key: Option<&str>,
+    ) -> Result<Appended, StoreError> {
+        let src = self.source(source);
+        let mut state = lock(&src.state);
+        if let Some(n) = key.and_then(|k| state.keys.get(k, Instant::now())) {
+            return Ok(Appended::Replay(n));
         }
-        let file = self.file(source)?;
-        let mut file = lock(&file);
-        write_whole(&mut file, lines)?;
-        if self.fsync {
-            file.sync_data()?;
+        if !lines.is_empty() {
+            let kept = self.open_for_write(source, &mut state)?;
+            let file = state.file.as_mut().expect("opened above");
+            let written = write_whole(file, lines).and_then(|()| {
+                if self.fsync {
+                    file.sync_data()
+                } else {
+                    Ok(())
+                }
+            });
+            if !kept {
+                state.file = None;
+            }
+            written?;
+        }
+        if let Some(k) = key {
+            state.keys.insert(k, frames, Instant::now());
         }
         self.frames.fetch_add(frames as u64, Ordering::Relaxed);
-        Ok(())
+        Ok(Appended::Written)
+    }
+
+    /// Closes every file; each source reopens its file by path on its next
+    /// write. Call after the files were renamed (logrotate, then SIGHUP).
+    pub fn reopen(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        let mut sources = lock(&self.sources);
+        let open: Vec<String> = sources.open.values().cloned().collect();
+        for name in open {
+            // A source busy writing is skipped: it sees the new generation
+            // and reopens before its next write.
+            let _ = close_if_idle(&mut sources, &name);
+        }
     }
 
     /// Frames stored since the start.
@@ -79,26 +193,106 @@ impl Store {
 
     /// Sources written to since the start.
     pub fn sources(&self) -> usize {
-        lock(&self.files).len()
+        lock(&self.sources).by_name.len()
     }
 
-    fn file(&self, source: &str) -> io::Result<Arc<Mutex<File>>> {
-        let mut files = lock(&self.files);
-        if let Some(file) = files.get(source) {
-            return Ok(Arc::clone(file));
+    /// Files open right now.
+    pub fn open_files(&self) -> usize {
+        lock(&self.sources).open.len()
+    }
+
+    fn source(&self, name: &str) -> Arc<Source> {
+        let mut sources = lock(&self.sources);
+        if let Some(src) = sources.by_name.get(name) {
+            return Arc::clone(src);
         }
+        let src = Arc::new(Source::default());
+        sources.by_name.insert(name.to_owned(), Arc::clone(&src));
+        src
+    }
+
+    /// Opens the file of `name` into its state (which the caller holds
+    /// locked) if needed, or reopens it after [`Store::reopen`]. Returns
+    /// whether the file stays open after the write: it does, as the most
+    /// recently used, unless every other open file was being written and none
+    /// could be closed to stay under `max_open`; then it is closed after this
+    /// write, so the bound is only ever passed by writes in progress.
+    fn open_for_write(&self, name: &str, state: &mut SourceState) -> Result<bool, StoreError> {
+        let generation = self.generation.load(Ordering::SeqCst);
+        let mut sources = lock(&self.sources);
+        if let Some(tick) = state.tick.take() {
+            sources.open.remove(&tick);
+        }
+        if state.generation != generation {
+            state.file = None;
+        }
+        if state.file.is_none() {
+            // Make room first; this source is out of `open` now, so it is
+            // never its own victim (and its state is locked by us anyway).
+            while sources.open.len() >= self.max_open {
+                if !close_least_recent(&mut sources) {
+                    break;
+                }
+            }
+            let file = match self.open_file(name) {
+                Err(e) if out_of_descriptors(&e) && close_least_recent(&mut sources) => {
+                    self.open_file(name)
+                }
+                other => other,
+            }
+            .map_err(|e| {
+                if out_of_descriptors(&e) {
+                    StoreError::OutOfFiles(e)
+                } else {
+                    StoreError::Io(e)
+                }
+            })?;
+            state.file = Some(file);
+            state.generation = generation;
+        }
+        if sources.open.len() >= self.max_open {
+            return Ok(false);
+        }
+        sources.tick += 1;
+        let tick = sources.tick;
+        sources.open.insert(tick, name.to_owned());
+        state.tick = Some(tick);
+        Ok(true)
+    }
+
+    fn open_file(&self, name: &str) -> io::Result<File> {
         let file = OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join(format!("{source}.ndjson")))?;
+            .open(self.dir.join(format!("{name}.ndjson")))?;
         if self.fsync {
             // A new file survives a crash only once its directory entry does.
             sync_dir(&self.dir)?;
         }
-        let file = Arc::new(Mutex::new(file));
-        files.insert(source.to_owned(), Arc::clone(&file));
         Ok(file)
     }
+}
+
+/// Closes the least recently used file that is not being written; false if
+/// there was none.
+fn close_least_recent(sources: &mut Sources) -> bool {
+    let candidates: Vec<String> = sources.open.values().cloned().collect();
+    candidates.iter().any(|name| close_if_idle(sources, name))
+}
+
+/// Closes the file of `name` unless a writer holds it right now. Never waits:
+/// the caller may hold another source's lock, and waiting here could deadlock.
+fn close_if_idle(sources: &mut Sources, name: &str) -> bool {
+    let Some(src) = sources.by_name.get(name).cloned() else {
+        return false;
+    };
+    let Ok(mut state) = src.state.try_lock() else {
+        return false;
+    };
+    if let Some(tick) = state.tick.take() {
+        sources.open.remove(&tick);
+    }
+    state.file.take().is_some()
 }
 
 #[cfg(unix)]
@@ -137,80 +331,5 @@ fn rollback(file: &File, written: usize, err: io::Error) -> io::Error {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("timber-store-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        dir
-    }
-
-    #[test]
-    fn source_ids() {
-        for ok in ["default", "a.b-c_D9", "x", "..a"] {
-            assert!(valid_source_id(ok), "{ok}");
-        }
-        let long = "a".repeat(MAX_SOURCE_ID_LEN + 1);
-        for bad in [
-            "",
-            ".",
-            "..",
-            "a/b",
-            "a b",
-            "é",
-            "a\0",
-            "../x",
-            long.as_str(),
-        ] {
-            assert!(!valid_source_id(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn concurrent_appends_never_interleave() {
-        let dir = temp_dir("concurrent");
-        let store = Arc::new(Store::open(&dir, false).unwrap());
-        let threads: Vec<_> = (0..4)
-            .map(|t| {
-                let store = Arc::clone(&store);
-                std::thread::spawn(move || {
-                    for i in 0..200 {
-                        let line =
-                            format!("{{\"t\":{t},\"i\":{i},\"pad\":\"{}\"}}\n", "x".repeat(5000));
-                        store.append("s", line.repeat(3).as_bytes(), 3).unwrap();
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().unwrap();
-        }
-        let text = std::fs::read_to_string(dir.join("s.ndjson")).unwrap();
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines.len(), 4 * 200 * 3);
-        for chunk in lines.chunks(3) {
-            assert!(chunk.iter().all(|l| *l == chunk[0]));
-            serde_json::from_str::<serde_json::Value>(chunk[0]).unwrap();
-        }
-        assert_eq!(store.frames(), 2400);
-        assert_eq!(store.sources(), 1);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn fsync_store_appends_to_existing_files() {
-        let dir = temp_dir("fsync");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("a.ndjson"), "{\"old\":1}\n").unwrap();
-        let store = Store::open(&dir, true).unwrap();
-        store.append("a", b"{\"new\":1}\n", 1).unwrap();
-        store.append("b", b"", 0).unwrap();
-        assert_eq!(
-            std::fs::read_to_string(dir.join("a.ndjson")).unwrap(),
-            "{\"old\":1}\n{\"new\":1}\n"
-        );
-        assert!(!dir.join("b.ndjson").exists());
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-}
+#[path = "store_tests.rs"]
+mod tests;

@@ -1,9 +1,11 @@
 //! Mutated and random bodies, under every content type and encoding: the
 //! decoders answer with an error or with valid JSON object lines, and never
-//! panic. A deterministic, always-run cousin of the `fuzz/` target.
+//! panic. A deterministic, always-run cousin of the `fuzz/` target; both use
+//! the same oracle, [`timber_collector::testing::check_body`].
 
 use std::io::Write;
-use timber_collector::body::{decode, Encoding, Format};
+use timber_collector::body::{Encoding, Format};
+use timber_collector::testing::check_body;
 
 struct Rng(u64);
 
@@ -52,18 +54,7 @@ fn encode(encoding: Encoding, body: &[u8]) -> Vec<u8> {
 }
 
 fn check(format: Format, encoding: Encoding, body: &[u8]) {
-    if let Ok(batch) = decode(format, encoding, body, 1 << 16) {
-        let lines: Vec<&[u8]> = batch
-            .lines
-            .split(|b| *b == b'\n')
-            .filter(|l| !l.is_empty())
-            .collect();
-        assert_eq!(lines.len(), batch.frames);
-        for line in lines {
-            let v: serde_json::Value = serde_json::from_slice(line).expect("stored line is JSON");
-            assert!(v.is_object(), "{v}");
-        }
-    }
+    check_body(format, encoding, body, 1 << 16);
 }
 
 #[test]

@@ -1,46 +1,18 @@
-//! `timber collect`: runs the bundled collector with the GIL released, and
-//! maps its errors to `ValueError` (bad settings) and `OSError` (the system).
+//! `timber collect`: hands the command line to the collector's own parser
+//! ([`timber_collector::cli`], the one the `timber-collector` binary uses) and
+//! runs it with the GIL released.
 
-use pyo3::exceptions::{PyOSError, PyValueError};
 use pyo3::prelude::*;
-use timber_collector::{Config, Error};
 
-fn to_py_err(err: Error) -> PyErr {
-    let message = err.to_string();
-    match &err {
-        Error::Listen(_) | Error::MaxBody => PyValueError::new_err(message),
-        Error::Bind { source, .. } | Error::Out { source, .. } | Error::Io(source) => {
-            match source.raw_os_error() {
-                Some(errno) => PyOSError::new_err((errno, message)),
-                None => PyOSError::new_err(message),
-            }
-        }
-    }
-}
-
-/// Runs the collector until SIGINT or SIGTERM; blocks without holding the GIL.
+/// Parses `argv` (the arguments after `collect`) and runs the collector until
+/// SIGINT or SIGTERM; returns the exit status. Usage and mistakes are printed
+/// by the collector itself, exactly as the `timber-collector` binary does.
 #[pyfunction]
-#[pyo3(signature = (listen, out, api_key = None, max_body = 10_485_760, fsync = false, quiet = false))]
-pub fn collect(
-    py: Python<'_>,
-    listen: String,
-    out: String,
-    api_key: Option<String>,
-    max_body: u64,
-    fsync: bool,
-    quiet: bool,
-) -> PyResult<()> {
-    let config = Config {
-        listen,
-        out: out.into(),
-        api_key,
-        max_body,
-        fsync,
-        quiet,
-    };
-    py.detach(|| timber_collector::run(config))
-        .map_err(to_py_err)?;
+pub fn collect_main(py: Python<'_>, argv: Vec<String>) -> PyResult<u8> {
+    let key = std::env::var("TIMBER_API_KEY").ok();
+    let status = py.detach(|| timber_collector::cli::main("timber collect", argv, key));
     // The collector consumed SIGINT to shut down; Python's own handler saw it
     // too, and raising its KeyboardInterrupt here keeps it inside the call.
-    py.check_signals()
+    py.check_signals()?;
+    Ok(status)
 }

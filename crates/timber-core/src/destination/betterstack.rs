@@ -17,7 +17,10 @@ pub(super) fn endpoint(s: &mut Settings, given: &[&str]) -> Endpoint {
     if !given.contains(&"compression") {
         s.compression = Compression::Deflate;
     }
-    let host = s.host.get_or_insert_with(|| DEFAULT_HOST.to_owned()).clone();
+    let host = s
+        .host
+        .get_or_insert_with(|| DEFAULT_HOST.to_owned())
+        .clone();
     Endpoint {
         url: format!("{host}/"),
         headers: msgpack_headers(s),

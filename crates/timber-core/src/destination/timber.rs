@@ -12,7 +12,10 @@ pub(super) const DEFAULT_HOST: &str = "https://logs.timber.io";
 /// The URL and headers for the settings' host (the default one filled in),
 /// source and key.
 pub(super) fn endpoint(s: &mut Settings) -> Endpoint {
-    let host = s.host.get_or_insert_with(|| DEFAULT_HOST.to_owned()).clone();
+    let host = s
+        .host
+        .get_or_insert_with(|| DEFAULT_HOST.to_owned())
+        .clone();
     let source = s.source_id.as_deref().unwrap_or_default();
     Endpoint {
         url: format!("{host}/sources/{}/frames", percent_encode(source)),

@@ -1,0 +1,138 @@
+//! The memory budget: how many bytes of request bodies may be held at once.
+//! Without it, 64 concurrent bodies near the size limit took about 1 GB.
+//!
+//! Two pools, so that a request never waits for one while holding the other
+//! in a way that could deadlock: bodies being received reserve their size on
+//! the wire from the *read* pool before a byte is buffered; decoding reserves
+//! its estimated working memory (decompressed body and output lines) from the
+//! *decode* pool, while still holding its read reservation. Decoding never
+//! waits on the read pool, so it always progresses. A request that cannot get
+//! its share within [`BUDGET_WAIT`] is answered 503 with `Retry-After`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::body::{Encoding, Format};
+
+/// Longest a request waits for its share of memory before 503.
+pub const BUDGET_WAIT: Duration = Duration::from_secs(10);
+
+/// Bytes per permit: semaphores count in `u32`, and bodies are large.
+const UNIT: u64 = 1024;
+
+/// A share of the budget, returned when dropped.
+#[derive(Debug)]
+pub struct Reservation(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// The two pools.
+#[derive(Debug)]
+pub struct Budget {
+    read: Arc<Semaphore>,
+    decode: Arc<Semaphore>,
+    read_units: u32,
+    decode_units: u32,
+}
+
+impl Budget {
+    /// A budget of `total` bytes: a third for receiving, the rest for decoding.
+    pub fn new(total: u64) -> Self {
+        let units = |bytes: u64| u32::try_from(bytes / UNIT).unwrap_or(u32::MAX).max(1);
+        let read_units = units(total / 3);
+        let decode_units = units(total - total / 3);
+        Self {
+            read: Arc::new(Semaphore::new(read_units as usize)),
+            decode: Arc::new(Semaphore::new(decode_units as usize)),
+            read_units,
+            decode_units,
+        }
+    }
+
+    /// Reserves `bytes` of the read pool (all of it at most, so that one
+    /// request alone always fits); `None` after waiting [`BUDGET_WAIT`].
+    pub async fn reserve_read(&self, bytes: u64) -> Option<Reservation> {
+        reserve(&self.read, self.read_units, bytes).await
+    }
+
+    /// Reserves the estimated working memory of decoding `raw` bytes.
+    pub async fn reserve_decode(
+        &self,
+        format: Format,
+        encoding: Encoding,
+        raw: u64,
+        max_body: u64,
+    ) -> Option<Reservation> {
+        let bytes = decode_estimate(format, encoding, raw, max_body);
+        reserve(&self.decode, self.decode_units, bytes).await
+    }
+}
+
+async fn reserve(pool: &Arc<Semaphore>, total: u32, bytes: u64) -> Option<Reservation> {
+    let wanted = u32::try_from(bytes.div_ceil(UNIT))
+        .unwrap_or(u32::MAX)
+        .clamp(1, total);
+    // The semaphore is fair: a large request waiting is not overtaken
+    // forever by small ones.
+    let permit = tokio::time::timeout(BUDGET_WAIT, Arc::clone(pool).acquire_many_owned(wanted))
+        .await
+        .ok()?
+        .ok()?;
+    Some(Reservation(permit))
+}
+
+/// Memory decoding may take beyond the raw body: the decompressed body (up to
+/// the limit, as its size is unknown until done) and the output lines, which
+/// msgpack turned JSON makes up to about twice as large (an estimate: strings
+/// full of control characters grow more).
+pub fn decode_estimate(format: Format, encoding: Encoding, raw: u64, max_body: u64) -> u64 {
+    let plain = match encoding {
+        Encoding::Identity => raw.min(max_body),
+        _ => max_body,
+    };
+    let decompressed = if encoding == Encoding::Identity {
+        0
+    } else {
+        plain
+    };
+    let lines = match format {
+        Format::Msgpack => plain.saturating_mul(2),
+        Format::Json | Format::Ndjson => plain,
+    };
+    decompressed.saturating_add(lines)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn estimates() {
+        let mib = 1 << 20;
+        assert_eq!(
+            decode_estimate(Format::Msgpack, Encoding::Identity, mib, 10 * mib),
+            2 * mib
+        );
+        assert_eq!(
+            decode_estimate(Format::Json, Encoding::Gzip, mib, 10 * mib),
+            20 * mib
+        );
+    }
+
+    #[tokio::test]
+    async fn reservations_wait_for_room_and_never_exceed_the_pool() {
+        let budget = Budget::new(3 * 1024 * 1024);
+        let a = budget.reserve_read(1 << 20).await.unwrap();
+        // More than the whole pool is clamped to it, and so waits for `a`.
+        let waiting =
+            tokio::time::timeout(Duration::from_millis(50), budget.reserve_read(u64::MAX));
+        assert!(waiting.await.is_err());
+        drop(a);
+        let all = budget.reserve_read(u64::MAX).await.unwrap();
+        drop(all);
+        assert!(budget
+            .reserve_decode(Format::Msgpack, Encoding::Identity, 1 << 20, 1 << 20)
+            .await
+            .is_some());
+    }
+}
