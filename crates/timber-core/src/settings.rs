@@ -119,6 +119,12 @@ declare! {
     host: Option<String> = None, env &["TIMBER_HOST"], |r| url(r);
     /// The service records come from (OTLP's `service.name`).
     service_name: Option<String> = None, env &["OTEL_SERVICE_NAME"], |r| optional_text(r);
+    /// ClickHouse: the table rows go to, `table` or `database.table`.
+    table: String = "otel_logs".to_owned(), env &[], table_name;
+    /// ClickHouse: the user (`X-ClickHouse-User`).
+    username: Option<String> = None, env &["TIMBER_CLICKHOUSE_USER"], |r| header_text(r);
+    /// ClickHouse: the password (`X-ClickHouse-Key`).
+    password: Option<String> = None, env &["TIMBER_CLICKHOUSE_PASSWORD"], |r| header_text(r);
     /// Records per batch: a batch is sent when it holds this many.
     buffer_capacity: usize = 1000, env &[], |r| count(r, 1, 1_000_000);
     /// Seconds after its first record at which a batch is sent anyway.
@@ -493,6 +499,30 @@ fn url(raw: &Raw) -> Result<Option<String>, String> {
         Raw::None => Ok(None),
         Raw::Str(s) | Raw::Env(s) if s.is_empty() => Ok(None),
         _ => base_url(raw).map(Some),
+    }
+}
+
+/// A ClickHouse table, or `database.table`: identifiers of letters, digits
+/// and `_`, so that the name goes into the insert query as it is.
+fn table_name(raw: &Raw) -> Result<String, String> {
+    let why = || "must be a table name or database.table, of letters, digits and _".to_owned();
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 128
+            && !p.starts_with(|c: char| c.is_ascii_digit())
+            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    match raw {
+        Raw::Str(s) | Raw::Env(s) => {
+            let s = s.trim();
+            let parts: Vec<&str> = s.split('.').collect();
+            if parts.len() <= 2 && parts.iter().all(|p| part(p)) {
+                Ok(s.to_owned())
+            } else {
+                Err(why())
+            }
+        }
+        _ => Err(why()),
     }
 }
 

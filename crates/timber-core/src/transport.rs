@@ -57,7 +57,7 @@ impl Transport {
     pub fn send(&self, destination: &Destination, body: &Body, key: &str) -> Outcome {
         let mut request = self
             .agent
-            .post(destination.url())
+            .post(&*destination.url_for(key))
             .header("Idempotency-Key", key);
         for (name, value) in destination.headers() {
             request = request.header(name.as_str(), value.as_str());
@@ -76,6 +76,7 @@ impl Transport {
                 let status = resp.status().as_u16();
                 let retry_after = header("retry-after");
                 let location = header("location");
+                let exception_code = header("x-clickhouse-exception-code");
                 // Read the (small) answer so the connection can be reused;
                 // a larger one is cut, never held whole.
                 let mut body = Vec::new();
@@ -88,6 +89,7 @@ impl Transport {
                     status,
                     retry_after,
                     location,
+                    exception_code,
                     body,
                 })
             }

@@ -1,0 +1,336 @@
+//! One event as one `JSONEachRow` line of the OpenTelemetry `otel_logs`
+//! table (the OpenTelemetry Collector ClickHouse exporter's layout), so that
+//! Grafana, HyperDX or SigNoz read our rows beside any OTel pipeline's.
+//!
+//! Every attribute map is `Map(String, String)` there: nested extras are
+//! flattened into dotted keys (`order.id`), and values that are not strings
+//! are written as their JSON text (`42`, `true`, `["a"]`).
+
+use super::otlp::severity_number;
+use crate::encode::Json;
+use crate::event::{hostname, Event, Policy, UNSENT_EXTRAS};
+use crate::value::{Builder, Value};
+use serde_json::{Map, Value as J};
+
+/// What every row of a handler shares.
+#[derive(Debug, Clone)]
+pub(super) struct RowContext {
+    /// `ServiceName`.
+    pub(super) service: String,
+}
+
+/// Appends the row of `event` to `out`, ending with `\n`; strings longer
+/// than `cut` bytes are cut and marked.
+pub(super) fn encode<E: Event>(
+    row: &RowContext,
+    event: &E,
+    context: &[(Box<str>, Value)],
+    policy: Policy,
+    out: &mut Vec<u8>,
+    cut: Option<usize>,
+) {
+    let text = |s: &str| J::String(cut_str(s, cut));
+    let level = event.level();
+    let levelno = event.level_number().unwrap_or(match level {
+        "DEBUG" => 10,
+        "INFO" => 20,
+        "WARNING" | "WARN" => 30,
+        "ERROR" => 40,
+        "CRITICAL" | "FATAL" => 50,
+        _ => 0,
+    });
+    let severity_text = match level {
+        "WARNING" => "WARN",
+        "CRITICAL" => "FATAL",
+        other => other,
+    };
+    let mut attrs = Map::new();
+    for i in 0..event.extra_count() {
+        let name = event.extra_name(i);
+        if UNSENT_EXTRAS.contains(&name)
+            || !(policy.include_extra_attributes || event.extra_is_map(i))
+        {
+            continue;
+        }
+        let mut b = Builder::new();
+        event.write_extra(i, name, &mut b);
+        flatten(name, &b.finish().unwrap_or(Value::Nil), cut, &mut attrs);
+    }
+    for (k, v) in context {
+        if !matches!(&**k, "runtime" | "system") {
+            flatten(k, v, cut, &mut attrs);
+        }
+    }
+    let rt = event.runtime();
+    let mut put = |k: &str, v: String| {
+        attrs.insert(k.to_owned(), J::String(cut_str(&v, cut)));
+    };
+    if let Some(path) = event.file_path().or(rt.file) {
+        put("code.file.path", path.to_owned());
+    }
+    if let Some(f) = rt.function {
+        put("code.function.name", f.to_owned());
+    }
+    if let Some(line) = rt.line {
+        put("code.line.number", line.to_string());
+    }
+    if let Some(id) = rt.thread_id {
+        put("thread.id", id.to_string());
+    }
+    if let Some(name) = rt.thread_name {
+        put("thread.name", name.to_owned());
+    }
+    if let Some(e) = event.error() {
+        put("exception.type", e.name.clone());
+        if let Some(m) = event.exception_message() {
+            put("exception.message", m);
+        }
+        if let Some(trace) = event.stacktrace() {
+            put("exception.stacktrace", trace);
+        }
+    }
+    let mut resource = Map::new();
+    resource.insert("service.name".into(), J::String(row.service.clone()));
+    resource.insert("host.name".into(), J::String(hostname().to_owned()));
+    resource.insert(
+        "process.pid".into(),
+        J::String(std::process::id().to_string()),
+    );
+    let trace = event.trace();
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut r = Map::new();
+    r.insert(
+        "Timestamp".into(),
+        J::String(timestamp(event.time().nanos())),
+    );
+    r.insert(
+        "TraceId".into(),
+        J::String(trace.map_or_else(String::new, |t| hex(&t.trace_id))),
+    );
+    r.insert(
+        "SpanId".into(),
+        J::String(trace.map_or_else(String::new, |t| hex(&t.span_id))),
+    );
+    r.insert("TraceFlags".into(), J::from(trace.map_or(0, |t| t.flags)));
+    r.insert("SeverityText".into(), J::String(severity_text.to_owned()));
+    r.insert("SeverityNumber".into(), J::from(severity_number(levelno)));
+    r.insert("ServiceName".into(), J::String(row.service.clone()));
+    r.insert("Body".into(), text(event.message()));
+    r.insert("ResourceAttributes".into(), J::Object(resource));
+    r.insert(
+        "ScopeName".into(),
+        J::String(rt.logger_name.unwrap_or_default().to_owned()),
+    );
+    r.insert("LogAttributes".into(), J::Object(attrs));
+    // Writing a JSON value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &J::Object(r));
+    out.push(b'\n');
+}
+
+/// `YYYY-MM-DD hh:mm:ss.nnnnnnnnn` in UTC: `DateTime64(9)`'s own text form,
+/// read by every server without `date_time_input_format`.
+pub(super) fn timestamp(nanos: i64) -> String {
+    let ts =
+        jiff::Timestamp::from_nanosecond(i128::from(nanos)).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let dt = jiff::tz::Offset::UTC.to_datetime(ts);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:09}",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        dt.subsec_nanosecond()
+    )
+}
+
+/// Maps become dotted keys; everything else one string.
+fn flatten(key: &str, v: &Value, cut: Option<usize>, out: &mut Map<String, J>) {
+    match v {
+        Value::Map(entries) if !entries.is_empty() => {
+            for (k, inner) in entries {
+                flatten(&format!("{key}.{k}"), inner, cut, out);
+            }
+        }
+        Value::Str(s) => {
+            out.insert(key.to_owned(), J::String(cut_str(s, cut)));
+        }
+        other => {
+            let mut j = Json::new();
+            other.write(&mut j);
+            let text = String::from_utf8(j.buf).unwrap_or_default();
+            out.insert(key.to_owned(), J::String(cut_str(&text, cut)));
+        }
+    }
+}
+
+fn cut_str(s: &str, cut: Option<usize>) -> String {
+    match cut {
+        Some(max) if s.len() > max => {
+            let mut at = max;
+            while !s.is_char_boundary(at) {
+                at -= 1;
+            }
+            format!("{}… [truncated {} bytes]", &s[..at], s.len() - at)
+        }
+        _ => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::event::{Time, Trace};
+    use crate::record::{ErrorInfo, Runtime, System};
+
+    struct Order;
+
+    impl Event for Order {
+        fn time(&self) -> Time {
+            Time::UnixMicros(1_551_671_061_221_232)
+        }
+        fn level(&self) -> &str {
+            "WARNING"
+        }
+        fn level_number(&self) -> Option<i64> {
+            Some(30)
+        }
+        fn message(&self) -> &str {
+            "Order #1234 placed"
+        }
+        fn trace(&self) -> Option<Trace> {
+            Some(Trace {
+                trace_id: [0xab; 16],
+                span_id: [0xcd; 8],
+                flags: 1,
+            })
+        }
+        fn runtime(&self) -> Runtime<'_> {
+            Runtime {
+                function: Some("place"),
+                file: Some("shop.py"),
+                line: Some(23),
+                thread_id: Some(7),
+                thread_name: Some("MainThread"),
+                logger_name: Some("shop.orders"),
+            }
+        }
+        fn system(&self) -> System<'_> {
+            System::default()
+        }
+        fn error(&self) -> Option<ErrorInfo> {
+            Some(ErrorInfo {
+                name: "ValueError".into(),
+                message: "bad total".into(),
+                backtrace: Vec::new(),
+            })
+        }
+        fn extra_count(&self) -> usize {
+            2
+        }
+        fn extra_name(&self, i: usize) -> &str {
+            ["order", "attempt"][i]
+        }
+        fn extra_is_map(&self, i: usize) -> bool {
+            i == 0
+        }
+        fn write_extra<S: crate::encode::Sink>(&self, i: usize, _: &str, sink: &mut S) {
+            if i == 0 {
+                sink.map(2);
+                sink.str("id");
+                sink.int(1234);
+                sink.str("total");
+                sink.float(520.23);
+            } else {
+                sink.int(2);
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_becomes_an_otel_logs_row() {
+        let row = RowContext {
+            service: "shop".into(),
+        };
+        let context = [(
+            "user".into(),
+            Value::Map(vec![("id".into(), Value::Int(5))]),
+        )];
+        let mut out = Vec::new();
+        encode(&row, &Order, &context, Policy::default(), &mut out, None);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let got: J = serde_json::from_slice(&out).unwrap();
+        let host = hostname();
+        let pid = std::process::id().to_string();
+        assert_eq!(
+            got,
+            serde_json::json!({
+                "Timestamp": "2019-03-04 03:44:21.221232000",
+                "TraceId": "ab".repeat(16),
+                "SpanId": "cd".repeat(8),
+                "TraceFlags": 1,
+                "SeverityText": "WARN",
+                "SeverityNumber": 13,
+                "ServiceName": "shop",
+                "Body": "Order #1234 placed",
+                "ResourceAttributes": {"service.name": "shop", "host.name": host, "process.pid": pid},
+                "ScopeName": "shop.orders",
+                "LogAttributes": {
+                    "order.id": "1234",
+                    "order.total": "520.23",
+                    "attempt": "2",
+                    "user.id": "5",
+                    "code.file.path": "shop.py",
+                    "code.function.name": "place",
+                    "code.line.number": "23",
+                    "thread.id": "7",
+                    "thread.name": "MainThread",
+                    "exception.type": "ValueError",
+                    "exception.message": "bad total",
+                },
+            })
+        );
+        // One line per row (JSONEachRow reads columns by name, in any order).
+        assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
+    }
+
+    #[test]
+    fn timestamps_keep_nanoseconds() {
+        assert_eq!(
+            timestamp(1_551_671_061_221_232_999),
+            "2019-03-04 03:44:21.221232999"
+        );
+        assert_eq!(timestamp(0), "1970-01-01 00:00:00.000000000");
+    }
+
+    #[test]
+    fn nested_extras_flatten_to_dotted_string_keys() {
+        let v = Value::Map(vec![
+            ("id".into(), Value::Int(7)),
+            (
+                "user".into(),
+                Value::Map(vec![("name".into(), Value::Str("ann".into()))]),
+            ),
+            (
+                "tags".into(),
+                Value::Array(vec![Value::Str("a".into()), Value::Bool(true)]),
+            ),
+            ("none".into(), Value::Nil),
+            ("empty".into(), Value::Map(vec![])),
+        ]);
+        let mut out = Map::new();
+        flatten("order", &v, None, &mut out);
+        assert_eq!(
+            J::Object(out),
+            serde_json::json!({
+                "order.id": "7",
+                "order.user.name": "ann",
+                "order.tags": "[\"a\",true]",
+                "order.none": "null",
+                "order.empty": "{}",
+            })
+        );
+    }
+}
