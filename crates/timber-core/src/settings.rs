@@ -125,6 +125,8 @@ declare! {
     username: Option<String> = None, env &["TIMBER_CLICKHOUSE_USER"], |r| header_text(r);
     /// ClickHouse: the password (`X-ClickHouse-Key`).
     password: Option<String> = None, env &["TIMBER_CLICKHOUSE_PASSWORD"], |r| header_text(r);
+    /// ClickHouse: create the table when the server says it is missing.
+    create_table: bool = false, env &[], flag;
     /// Records per batch: a batch is sent when it holds this many.
     buffer_capacity: usize = 1000, env &[], |r| count(r, 1, 1_000_000);
     /// Seconds after its first record at which a batch is sent anyway.

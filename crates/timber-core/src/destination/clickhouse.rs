@@ -5,7 +5,10 @@
 //! `insert_deduplication_token`, so a batch retried after a lost answer is
 //! stored once by a server that deduplicates inserts.
 //!
-//! Answers are judged by ClickHouse's error code (the
+//! With `create_table=True`, a missing table (code 60) is created, in the
+//! `otel_logs` layout the server can hold (it is asked `SELECT version()`),
+//! and the batch sent again ([`ClickHouse::repair`], called by the
+//! transport). Answers are judged by ClickHouse's error code (the
 //! `X-ClickHouse-Exception-Code` header, else the `Code: N` at the start of
 //! the body), not by the HTTP status: servers before 19.x answer 500 for
 //! every error, a bad row included, and retrying a bad row forever is the
@@ -63,10 +66,19 @@ fn percent_encode(s: &str) -> String {
 pub(super) struct ClickHouse {
     pub(super) row: RowContext,
     table: String,
+    /// Where queries other than the insert go (`{host}/`).
+    pub(super) query_url: String,
+    create_table: bool,
+    /// Set once the table was created (or tried): never tried twice.
+    created: Arc<AtomicBool>,
     /// Set once the server said it has no `insert_deduplication_token`
     /// (before 22.x): the setting is left out from then on.
     no_token: Arc<AtomicBool>,
 }
+
+/// Servers from this version on have `Map`, `DateTime64`, `LowCardinality`
+/// and the deduplication settings the `otel_logs` DDL uses.
+const MODERN: (u32, u32) = (22, 3);
 
 impl ClickHouse {
     pub(super) fn new(s: &Settings) -> Self {
@@ -76,9 +88,13 @@ impl ClickHouse {
                     .service_name
                     .clone()
                     .unwrap_or_else(|| "unknown_service".to_owned()),
+                nested_maps: Arc::default(),
             },
             table: s.table.clone(),
-            no_token: Arc::new(AtomicBool::new(false)),
+            query_url: format!("{}/", s.host.as_deref().unwrap_or(DEFAULT_HOST)),
+            create_table: s.create_table,
+            created: Arc::default(),
+            no_token: Arc::default(),
         }
     }
 
@@ -91,11 +107,56 @@ impl ClickHouse {
         }
     }
 
+    /// Acts on a refusal the destination can cure, running queries with
+    /// `run` (SQL in, the answer's text or the error out); true when the
+    /// same batch should be sent again at once. Cured: a server without the
+    /// deduplication setting (it is left out), and with `create_table`, a
+    /// missing table (created once).
+    pub(super) fn repair(
+        &self,
+        a: &Answer,
+        run: &mut dyn FnMut(&str) -> Result<String, String>,
+    ) -> bool {
+        match code(a) {
+            Some(UNKNOWN_SETTING) if text(a).contains("insert_deduplication_token") => {
+                if self.no_token.swap(true, Ordering::Relaxed) {
+                    return false;
+                }
+                // So old a server may lack Map too: ask, for the next rows.
+                let _ = self.version(run);
+                true
+            }
+            Some(UNKNOWN_TABLE) if self.create_table => {
+                if self.created.swap(true, Ordering::Relaxed) {
+                    return false;
+                }
+                let Some(version) = self.version(run) else {
+                    return false;
+                };
+                run(&create_table_sql(&self.table, version)).is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    /// The server's version; rows are written for it from now on.
+    fn version(&self, run: &mut dyn FnMut(&str) -> Result<String, String>) -> Option<(u32, u32)> {
+        let version = parse_version(&run("SELECT version()").ok()?)?;
+        self.row
+            .nested_maps
+            .store(version < MODERN, Ordering::Relaxed);
+        Some(version)
+    }
+
     /// Judges an answer; see [`classify`]. A server that does not know the
     /// deduplication setting is asked again at once without it.
     pub(super) fn classify(&self, a: &Answer, now: SystemTime) -> Verdict {
-        if code(a) == Some(UNKNOWN_SETTING) && text(a).contains("insert_deduplication_token") {
-            self.no_token.store(true, Ordering::Relaxed);
+        // Normally cured by `repair` before it gets here; once only, so a
+        // server that keeps saying it cannot loop.
+        if code(a) == Some(UNKNOWN_SETTING)
+            && text(a).contains("insert_deduplication_token")
+            && !self.no_token.swap(true, Ordering::Relaxed)
+        {
             return Verdict::Retry(Some(Duration::ZERO));
         }
         classify(a, &self.table, now)
@@ -103,6 +164,50 @@ impl ClickHouse {
 }
 
 const UNKNOWN_SETTING: u32 = 115;
+const UNKNOWN_TABLE: u32 = 60;
+
+/// `major.minor` of `SELECT version()`'s answer (`18.16.1`, `24.8.4.13`).
+fn parse_version(text: &str) -> Option<(u32, u32)> {
+    let mut parts = text.trim().split('.');
+    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
+}
+
+/// The `CREATE TABLE` for a server of `version`: the OpenTelemetry
+/// exporter's `otel_logs` (without its skip indexes, with deduplication of
+/// retried inserts) on a current server; on an older one, the same column
+/// names with the types it has: `Timestamp` as its text (fixed width, so it
+/// sorts), the maps as `Nested(key, value)`.
+pub(super) fn create_table_sql(table: &str, version: (u32, u32)) -> String {
+    if version >= MODERN {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {table} (\
+             Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)), \
+             TimestampTime DateTime DEFAULT toDateTime(Timestamp), \
+             TraceId String CODEC(ZSTD(1)), SpanId String CODEC(ZSTD(1)), TraceFlags UInt8, \
+             SeverityText LowCardinality(String) CODEC(ZSTD(1)), SeverityNumber UInt8, \
+             ServiceName LowCardinality(String) CODEC(ZSTD(1)), Body String CODEC(ZSTD(1)), \
+             ResourceSchemaUrl LowCardinality(String) CODEC(ZSTD(1)), \
+             ResourceAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)), \
+             ScopeSchemaUrl LowCardinality(String) CODEC(ZSTD(1)), ScopeName String CODEC(ZSTD(1)), \
+             ScopeVersion LowCardinality(String) CODEC(ZSTD(1)), \
+             ScopeAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1)), \
+             LogAttributes Map(LowCardinality(String), String) CODEC(ZSTD(1))\
+             ) ENGINE = MergeTree PARTITION BY toDate(TimestampTime) \
+             PRIMARY KEY (ServiceName, TimestampTime) \
+             ORDER BY (ServiceName, TimestampTime, Timestamp) \
+             SETTINGS index_granularity = 8192, non_replicated_deduplication_window = 1000"
+        )
+    } else {
+        format!(
+            "CREATE TABLE IF NOT EXISTS {table} (\
+             Timestamp String, TraceId String, SpanId String, TraceFlags UInt8, \
+             SeverityText String, SeverityNumber UInt8, ServiceName String, Body String, \
+             ResourceAttributes Nested(key String, value String), ScopeName String, \
+             LogAttributes Nested(key String, value String)\
+             ) ENGINE = MergeTree() ORDER BY (ServiceName, Timestamp)"
+        )
+    }
+}
 
 /// Codes worth retrying: the server is busy or short of something now.
 const TRANSIENT: [u32; 10] = [
@@ -161,8 +266,8 @@ pub(super) fn classify(a: &Answer, table: &str, now: SystemTime) -> Verdict {
     match code(a) {
         Some(c) if TRANSIENT.contains(&c) => Verdict::Retry(wait()),
         Some(c) if MISSING.contains(&c) => Verdict::Reject(format!(
-            "ClickHouse has no table {table}: create it (see the README's otel_logs DDL) \
-             or name another with table=... ({})",
+            "ClickHouse has no table {table}: create it (the README has the otel_logs DDL), \
+             pass create_table=True, or name another with table=... ({})",
             first_line()
         )),
         Some(c) if AUTH.contains(&c) => Verdict::Reject(format!(
@@ -286,6 +391,48 @@ mod tests {
             ch.classify(&other, SystemTime::now()),
             Verdict::Reject(_)
         ));
+    }
+
+    #[test]
+    fn the_table_is_created_once_for_the_servers_version() {
+        let s = Settings {
+            table: "logs.otel_logs".into(),
+            create_table: true,
+            ..Settings::default()
+        };
+        let ch = ClickHouse::new(&s);
+        let missing = answer(
+            404,
+            "Code: 60. DB::Exception: Table logs.otel_logs doesn't exist.",
+        );
+        let mut ran = Vec::new();
+        let mut run = |sql: &str| {
+            ran.push(sql.to_owned());
+            Ok(if sql == "SELECT version()" {
+                "18.16.1\n".into()
+            } else {
+                String::new()
+            })
+        };
+        assert!(ch.repair(&missing, &mut run));
+        assert!(!ch.repair(&missing, &mut run), "tried once only");
+        assert_eq!(ran.len(), 2);
+        assert!(ran[1].starts_with("CREATE TABLE IF NOT EXISTS logs.otel_logs (Timestamp String,"));
+        assert!(ran[1].contains("LogAttributes Nested(key String, value String)"));
+        assert!(ch.row.nested_maps.load(Ordering::Relaxed));
+
+        let modern = create_table_sql("otel_logs", (24, 8));
+        assert!(modern.contains("Timestamp DateTime64(9)"));
+        assert!(modern.contains("LogAttributes Map(LowCardinality(String), String)"));
+        assert_eq!(parse_version("24.8.4.13"), Some((24, 8)));
+        assert_eq!(parse_version("nonsense"), None);
+
+        // Without create_table nothing is run, and the refusal names the table.
+        let plain = ClickHouse::new(&Settings {
+            table: "t".into(),
+            ..Settings::default()
+        });
+        assert!(!plain.repair(&missing, &mut |_| panic!("no query without create_table")));
     }
 
     #[test]

@@ -4,19 +4,26 @@
 //!
 //! Every attribute map is `Map(String, String)` there: nested extras are
 //! flattened into dotted keys (`order.id`), and values that are not strings
-//! are written as their JSON text (`42`, `true`, `["a"]`).
+//! are written as their JSON text (`42`, `true`, `["a"]`). A server without
+//! `Map` (before 22.3) holds them as `Nested(key, value)`, whose JSON is two
+//! arrays, `LogAttributes.key` and `LogAttributes.value`: rows are written
+//! that way once the destination has learnt the server is that old.
 
 use super::otlp::severity_number;
 use crate::encode::Json;
 use crate::event::{hostname, Event, Policy, UNSENT_EXTRAS};
 use crate::value::{Builder, Value};
 use serde_json::{Map, Value as J};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// What every row of a handler shares.
 #[derive(Debug, Clone)]
 pub(super) struct RowContext {
     /// `ServiceName`.
     pub(super) service: String,
+    /// Set once the server is known to lack `Map`: the maps go as `Nested`.
+    pub(super) nested_maps: Arc<AtomicBool>,
 }
 
 /// Appends the row of `event` to `out`, ending with `\n`; strings longer
@@ -116,15 +123,27 @@ pub(super) fn encode<E: Event>(
     r.insert("SeverityNumber".into(), J::from(severity_number(levelno)));
     r.insert("ServiceName".into(), J::String(row.service.clone()));
     r.insert("Body".into(), text(event.message()));
-    r.insert("ResourceAttributes".into(), J::Object(resource));
+    let nested = row.nested_maps.load(Ordering::Relaxed);
+    put_map(&mut r, "ResourceAttributes", resource, nested);
     r.insert(
         "ScopeName".into(),
         J::String(rt.logger_name.unwrap_or_default().to_owned()),
     );
-    r.insert("LogAttributes".into(), J::Object(attrs));
+    put_map(&mut r, "LogAttributes", attrs, nested);
     // Writing a JSON value into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, &J::Object(r));
     out.push(b'\n');
+}
+
+/// A map column: an object, or for `Nested(key, value)` its two arrays.
+fn put_map(row: &mut Map<String, J>, name: &str, map: Map<String, J>, nested: bool) {
+    if !nested {
+        row.insert(name.to_owned(), J::Object(map));
+        return;
+    }
+    let (keys, values): (Vec<J>, Vec<J>) = map.into_iter().map(|(k, v)| (J::String(k), v)).unzip();
+    row.insert(format!("{name}.key"), J::Array(keys));
+    row.insert(format!("{name}.value"), J::Array(values));
 }
 
 /// `YYYY-MM-DD hh:mm:ss.nnnnnnnnn` in UTC: `DateTime64(9)`'s own text form,
@@ -253,6 +272,7 @@ mod tests {
     fn a_record_becomes_an_otel_logs_row() {
         let row = RowContext {
             service: "shop".into(),
+            nested_maps: Arc::default(),
         };
         let context = [(
             "user".into(),
@@ -294,6 +314,22 @@ mod tests {
         );
         // One line per row (JSONEachRow reads columns by name, in any order).
         assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
+
+        // For a server without Map: the same pairs, as Nested's two arrays.
+        row.nested_maps.store(true, Ordering::Relaxed);
+        out.clear();
+        encode(&row, &Order, &[], Policy::default(), &mut out, None);
+        let got: J = serde_json::from_slice(&out).unwrap();
+        assert!(got.get("LogAttributes").is_none());
+        assert_eq!(
+            got["ResourceAttributes.key"],
+            serde_json::json!(["host.name", "process.pid", "service.name"])
+        );
+        let keys = got["LogAttributes.key"].as_array().unwrap();
+        let values = got["LogAttributes.value"].as_array().unwrap();
+        assert_eq!(keys.len(), values.len());
+        let at = keys.iter().position(|k| k == "order.id").unwrap();
+        assert_eq!(values[at], "1234");
     }
 
     #[test]

@@ -183,6 +183,19 @@ impl Destination {
         }
     }
 
+    /// Where a destination's own queries go (ClickHouse's `{host}/`), if it
+    /// has any.
+    pub fn query_url(&self) -> Option<&str> {
+        self.clickhouse.as_ref().map(|ch| ch.query_url.as_str())
+    }
+
+    /// Acts on an answer the destination can cure by itself (ClickHouse: a
+    /// missing table with `create_table`, a setting the server lacks),
+    /// running queries with `run`; true when the batch should go again now.
+    pub fn repair(&self, a: &Answer, run: &mut dyn FnMut(&str) -> Result<String, String>) -> bool {
+        self.clickhouse.as_ref().is_some_and(|ch| ch.repair(a, run))
+    }
+
     /// The URL without any `user:password@`, for messages.
     pub fn display_url(&self) -> String {
         display_url(&self.endpoint.url)
