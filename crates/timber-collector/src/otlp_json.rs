@@ -9,19 +9,96 @@
 //! `serde_json` stops at 128 levels of nesting, which bounds the recursion
 //! below.
 
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
-use timber_core::otlp_proto::{
-    any_value, AnyValue, ArrayValue, ExportLogsServiceRequest, InstrumentationScope, KeyValue,
-    KeyValueList, LogRecord, Resource, ResourceLogs, ScopeLogs,
-};
+use timber_core::otlp_proto::{any_value, AnyValue, ArrayValue, KeyValue, KeyValueList, LogRecord};
+#[cfg(test)]
+use timber_core::otlp_proto::{InstrumentationScope, Resource, ResourceLogs, ScopeLogs};
+
+use crate::otlp::Visit;
 
 type Result<T> = std::result::Result<T, String>;
 
-/// Parses an OTLP-JSON `ExportLogsServiceRequest`.
-pub(crate) fn request(body: &[u8]) -> Result<ExportLogsServiceRequest> {
+/// Hands every record of an OTLP-JSON request to `visit`, each resource
+/// first. The envelopes are read as raw JSON, so that only one record at a
+/// time becomes a tree: a tree of the whole request took about 30 times the
+/// body in memory (measured: 8 MiB of OTLP-JSON, 248 MiB more at peak).
+pub(crate) fn walk(body: &[u8], visit: &mut impl Visit) -> Result<()> {
+    let text =
+        std::str::from_utf8(body).map_err(|e| format!("OTLP-JSON body is not UTF-8: {e}"))?;
+    let top = raw_object(text, "the request")?;
+    for rl in raw_list(&top, "resourceLogs", "resource_logs")? {
+        let rl = raw_object(rl, "resourceLogs")?;
+        let resource = match raw_get(&rl, "resource", "resource") {
+            None => Vec::new(),
+            Some(r) => {
+                let r: Value = tree(r)?;
+                list(
+                    object(&r, "resource")?,
+                    "attributes",
+                    "attributes",
+                    key_value,
+                )?
+            }
+        };
+        visit.resource(&resource);
+        drop(resource);
+        for sl in raw_list(&rl, "scopeLogs", "scope_logs")? {
+            let sl = raw_object(sl, "scopeLogs")?;
+            let scope = match raw_get(&sl, "scope", "scope") {
+                None => None,
+                Some(s) => {
+                    let s: Value = tree(s)?;
+                    Some(string(object(&s, "scope")?, "name", "name")?)
+                }
+            };
+            for rec in raw_list(&sl, "logRecords", "log_records")? {
+                let rec: Value = tree(rec)?;
+                visit.record(scope.as_deref(), &log_record(object(&rec, "logRecords")?)?);
+            }
+        }
+    }
+    Ok(())
+}
+
+type RawMap<'a> = HashMap<Cow<'a, str>, &'a RawValue>;
+
+fn tree(text: &str) -> Result<Value> {
+    serde_json::from_str(text).map_err(|e| format!("OTLP-JSON body: {e}"))
+}
+
+fn raw_object<'a>(text: &'a str, what: &str) -> Result<RawMap<'a>> {
+    serde_json::from_str(text).map_err(|e| format!("OTLP-JSON: {what} is not an object: {e}"))
+}
+
+/// `obj[camel]`, else `obj[snake]`; null counts as absent.
+fn raw_get<'a>(obj: &RawMap<'a>, camel: &str, snake: &str) -> Option<&'a str> {
+    obj.get(camel)
+        .or_else(|| obj.get(snake))
+        .map(|r| r.get())
+        .filter(|r| *r != "null")
+}
+
+fn raw_list<'a>(obj: &RawMap<'a>, camel: &str, snake: &str) -> Result<Vec<&'a str>> {
+    match raw_get(obj, camel, snake) {
+        None => Ok(Vec::new()),
+        Some(text) => {
+            let items: Vec<&RawValue> = serde_json::from_str(text)
+                .map_err(|_| format!("OTLP-JSON: {camel} is not an array"))?;
+            Ok(items.into_iter().map(RawValue::get).collect())
+        }
+    }
+}
+
+/// Parses an OTLP-JSON `ExportLogsServiceRequest` whole (the tests' oracle).
+#[cfg(test)]
+pub(crate) fn request(body: &[u8]) -> Result<timber_core::otlp_proto::ExportLogsServiceRequest> {
     let value: Value = serde_json::from_slice(body).map_err(|e| format!("OTLP-JSON body: {e}"))?;
     let top = object(&value, "the request")?;
-    Ok(ExportLogsServiceRequest {
+    Ok(timber_core::otlp_proto::ExportLogsServiceRequest {
         resource_logs: list(top, "resourceLogs", "resource_logs", resource_logs)?,
     })
 }
@@ -82,6 +159,7 @@ fn uint<T: TryFrom<i128>>(obj: &Map<String, Value>, camel: &str, snake: &str) ->
     }
 }
 
+#[cfg(test)]
 fn resource_logs(obj: &Map<String, Value>) -> Result<ResourceLogs> {
     let resource = match get(obj, "resource", "resource") {
         None => None,
@@ -102,6 +180,7 @@ fn resource_logs(obj: &Map<String, Value>) -> Result<ResourceLogs> {
     })
 }
 
+#[cfg(test)]
 fn scope_logs(obj: &Map<String, Value>) -> Result<ScopeLogs> {
     let scope = match get(obj, "scope", "scope") {
         None => None,

@@ -1,9 +1,10 @@
 //! The OTLP-to-frame mapping, checked line by line against hand-written frames.
 
 use super::*;
+use prost::Message;
 use std::io::Write;
 use timber_core::otlp_proto::{
-    ArrayValue, InstrumentationScope, KeyValueList, Resource, ScopeLogs,
+    ArrayValue, InstrumentationScope, KeyValueList, Resource, ResourceLogs, ScopeLogs,
 };
 
 fn kv(key: &str, value: any_value::Value) -> KeyValue {
