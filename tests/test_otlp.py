@@ -305,3 +305,22 @@ def test_trace_ids_from_a_record_factory(server: FaultServer) -> None:
     assert frame["context"]["trace"]["span_id"] == f"{ctx.span_id:016x}"
     assert not {"otelTraceID", "otelSpanID", "otelTraceSampled", "otelServiceName"} & set(frame)
     h.close()
+
+
+def test_redaction_applies_to_otlp_attributes(
+    receiver: FaultServer, logger: logging.Logger
+) -> None:
+    h = otlp_handler(receiver.host, redact="password,api_key")
+    logger.addHandler(h)
+    with timber.context(auth={"api_key": "k-123"}):
+        logger.info("x", extra={"password": "p-456", "nested": {"list": [{"PASSWORD": "p-789"}]}})
+    h.flush()
+    [request] = receiver.requests
+    for secret in (b"k-123", b"p-456", b"p-789"):
+        assert secret not in request.body
+    [(_, rec)] = records(receiver)
+    a = attrs(rec)
+    assert a["password"] == "[REDACTED]"
+    assert a["nested"] == {"list": [{"PASSWORD": "[REDACTED]"}]}
+    assert a["auth"] == {"api_key": "[REDACTED]"}
+    h.close()

@@ -32,6 +32,8 @@ pub enum Raw {
     /// Text from an environment variable: a number may be written as text
     /// there, and only there.
     Env(String),
+    /// A list (of names, for `redact`).
+    List(Vec<Raw>),
     /// Anything else, by the name of its type.
     Other(String),
 }
@@ -44,6 +46,14 @@ impl Raw {
             Raw::Int(i) => i.to_string(),
             Raw::Float(f) => f.to_string(),
             Raw::Str(s) | Raw::Env(s) => format!("{s:?}"),
+            Raw::List(items) => format!(
+                "[{}]",
+                items
+                    .iter()
+                    .map(Raw::describe)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Raw::Other(t) => format!("a {t}"),
         }
     }
@@ -155,6 +165,8 @@ declare! {
     include_extra_attributes: bool = true, env &[], flag;
     /// Let internal errors reach the caller, and `flush()` raise on loss.
     raise_exceptions: bool = false, env &[], flag;
+    /// Keys whose values are sent as `[REDACTED]` (any depth, any case).
+    redact: Vec<Box<str>> = Vec::new(), env &["TIMBER_REDACT"], names;
 }
 
 /// An option's value shown as a [`Raw`].
@@ -207,6 +219,12 @@ impl Shown for Compression {
 impl Shown for Kind {
     fn shown(&self) -> Raw {
         Raw::Str(self.name().to_owned())
+    }
+}
+
+impl Shown for Vec<Box<str>> {
+    fn shown(&self) -> Raw {
+        Raw::List(self.iter().map(|n| Raw::Str(n.to_string())).collect())
     }
 }
 
@@ -464,6 +482,30 @@ fn compression(raw: &Raw) -> Result<Compression, String> {
             "'gzip', 'deflate', 'zstd' or None",
         ),
     }
+}
+
+/// A list of names, or (from a file or the environment) one text of names
+/// separated by commas.
+fn names(raw: &Raw) -> Result<Vec<Box<str>>, String> {
+    let why =
+        || "must be a list of key names (or one text of names separated by commas)".to_owned();
+    let words: Vec<String> = match raw {
+        Raw::None => Vec::new(),
+        Raw::Str(s) | Raw::Env(s) => s.split(',').map(|w| w.trim().to_owned()).collect(),
+        Raw::List(items) => items
+            .iter()
+            .map(|i| match i {
+                Raw::Str(s) => Ok(s.trim().to_owned()),
+                _ => Err(why()),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(why()),
+    };
+    Ok(words
+        .into_iter()
+        .filter(|w| !w.is_empty())
+        .map(String::into_boxed_str)
+        .collect())
 }
 
 fn optional_text(raw: &Raw) -> Result<Option<String>, String> {
