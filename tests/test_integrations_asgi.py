@@ -7,6 +7,7 @@ failure of timber's own never reaches the request."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import signal
 import sys
@@ -248,3 +249,41 @@ def test_timber_problems_never_reach_the_request(
         assert "traceparent" not in seen[0]["request"]
     else:
         assert seen == [{}]
+
+
+def test_litestar(collector: Collector, logger: logging.Logger) -> None:
+    from litestar import Litestar, get
+    from litestar.middleware import DefineMiddleware
+    from litestar.testing import TestClient as LitestarClient
+
+    handler = timber.TimberHandler(host=collector.url, api_key="k", source_id="litestar")
+    logger.addHandler(handler)
+
+    @get("/items")
+    async def item() -> dict[str, Any]:
+        logger.info("items")
+        await asyncio.sleep(0)
+        return timber.context.collapse()
+
+    app = Litestar(
+        route_handlers=[item],
+        middleware=[DefineMiddleware(TimberMiddleware, access_log=True, logger=logger)],
+        # Litestar's default logging setup runs dictConfig, which closes every
+        # handler already made, timber's included.
+        logging_config=None,
+    )
+    with LitestarClient(app) as client:
+        response = client.get("/items", headers={"X-Request-ID": "lit-1"})
+    assert response.headers["x-request-id"] == "lit-1"
+    assert response.json()["request"] == {
+        "method": "GET",
+        "path": "/items",
+        "id": "lit-1",
+        "client": "testclient",
+    }
+    handler.flush()
+    logged, access = collector.frames("litestar")
+    assert logged["message"] == "items"
+    assert logged["context"]["request"]["id"] == "lit-1"
+    assert access["message"] == "GET /items 200"
+    assert access["context"]["request"]["id"] == "lit-1"
