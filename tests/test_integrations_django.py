@@ -18,6 +18,7 @@ from django.urls import path
 
 import timber
 from conftest import Collector
+from fault_server import FaultServer, run_python, timber_env
 from timber.integrations.django import RequestFilter
 
 log = logging.getLogger("django_app")
@@ -177,3 +178,74 @@ def test_check_is_clean(django_db: Any) -> None:
     out = io.StringIO()
     call_command("check", stdout=out)
     assert out.getvalue().strip() == "System check identified no issues (0 silenced)."
+
+
+README_PROJECT = """
+import logging
+import django
+from django.conf import settings
+from django.http import HttpResponse
+from django.urls import path
+
+
+def view(request):
+    logging.getLogger("my-app").info("in the view")
+    return HttpResponse("ok")
+
+
+def boom(request):
+    raise RuntimeError("boom")
+
+
+urlpatterns = [path("ok", view), path("boom", boom)]
+
+settings.configure(
+    SECRET_KEY="not-a-secret",
+    ALLOWED_HOSTS=["testserver"],
+    ROOT_URLCONF=__name__,
+    INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth"],
+    DATABASES={},
+    SESSION_ENGINE="django.contrib.sessions.backends.signed_cookies",
+    # As in the README:
+    MIDDLEWARE=[
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "timber.integrations.django.TimberMiddleware",
+    ],
+    LOGGING={
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"timber_request": {"()": "timber.integrations.django.RequestFilter"}},
+        "handlers": {
+            "timber": {
+                "class": "timber.TimberHandler",
+                "api_key": "YOUR_API_KEY",
+                "source_id": "YOUR_SOURCE_ID",
+                "filters": ["timber_request"],
+            },
+        },
+        "loggers": {
+            "django": {"handlers": ["timber"], "level": "INFO"},
+            "my-app": {"handlers": ["timber"], "level": "INFO"},
+        },
+    },
+)
+django.setup()
+from django.test import Client
+
+client = Client(raise_request_exception=False)
+assert client.get("/ok", headers={"X-Request-ID": "r-ok"}).status_code == 200
+assert client.get("/boom", headers={"X-Request-ID": "r-boom"}).status_code == 500
+"""
+
+
+def test_the_readme_settings_in_a_fresh_process(server: FaultServer) -> None:
+    proc = run_python(README_PROJECT, timber_env(server.host))
+    assert proc.returncode == 0, proc.stderr
+    view, error = server.wait_for_frames(2)
+    assert view["message"] == "in the view"
+    assert view["context"]["request"]["id"] == "r-ok"
+    assert error["context"]["runtime"]["logger_name"] == "django.request"
+    assert error["request"] == {"method": "GET", "path": "/boom", "status_code": 500}
+    assert error["context"]["request"]["id"] == "r-boom"
+    assert error["error"]["name"] == "RuntimeError"
