@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import re
 from collections.abc import Iterator
@@ -249,3 +250,23 @@ def test_the_readme_settings_in_a_fresh_process(server: FaultServer) -> None:
     assert error["request"] == {"method": "GET", "path": "/boom", "status_code": 500}
     assert error["context"]["request"]["id"] == "r-boom"
     assert error["error"]["name"] == "RuntimeError"
+
+
+class BrokenContext(timber.TimberContext):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("timber broke")
+
+
+def test_timber_problems_never_reach_the_request(django_db: Any) -> None:
+    from django.test import RequestFactory
+
+    from timber.integrations.django import TimberMiddleware
+
+    class Broken(TimberMiddleware):
+        context = BrokenContext()
+
+    request = RequestFactory().get("/hello", headers={"X-Request-ID": "x"})
+    response = Broken(hello)(request)
+    assert response.status_code == 200
+    assert json.loads(response.content) == {}
+    assert "X-Request-ID" not in response

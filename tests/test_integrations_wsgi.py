@@ -198,3 +198,36 @@ def test_an_exception_escaping_the_app_is_logged_and_reraised(
     (frame,) = collector.frames("raw")
     assert frame["message"] == "POST /x 500"
     assert frame["context"]["request"]["id"] == "e1"
+
+
+class BrokenContext(timber.TimberContext):
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("timber broke")
+
+
+@pytest.mark.parametrize("context", [None, BrokenContext()])
+def test_timber_problems_never_reach_the_request(context: timber.TimberContext | None) -> None:
+    seen: list[dict[str, Any]] = []
+    started: list[tuple[str, list[tuple[str, str]]]] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        seen.append(timber.context.collapse())
+        start_response("204 No Content", [])
+        return [b""]
+
+    # No REMOTE_ADDR, an id header too long and a bad traceparent.
+    environ = {"HTTP_X_REQUEST_ID": "x" * 300, "HTTP_TRACEPARENT": "garbage"}
+    middleware = TimberMiddleware(app, access_log=True, context=context)
+    body = middleware(environ, lambda status, headers, *exc: started.append((status, headers)))
+    assert list(body) == [b""]
+    getattr(body, "close", lambda: None)()
+    assert started[0][0] == "204 No Content"
+    if context is None:
+        rid = seen[0]["request"]["id"]
+        assert re.fullmatch(r"[0-9a-f]{32}", rid)
+        assert seen[0]["request"]["client"] is None
+        assert "traceparent" not in seen[0]["request"]
+        assert started[0][1] == [("x-request-id", rid)]
+    else:
+        assert seen == [{}]
+        assert started[0][1] == []
