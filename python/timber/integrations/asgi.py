@@ -78,10 +78,13 @@ class TimberMiddleware:
         async def send_with_id(message: Message) -> None:
             nonlocal status
             if message.get("type") == "http.response.start":
-                status = int(message.get("status", 0))
-                headers = list(message.get("headers") or ())
-                if not any(k.lower() == self._header_key for k, _ in headers):
-                    message = {**message, "headers": [*headers, header]}
+                try:
+                    status = int(message.get("status", 0))
+                    headers = list(message.get("headers") or ())
+                    if not any(bytes(k).lower() == self._header_key for k, _ in headers):
+                        message = {**message, "headers": [*headers, header]}
+                except Exception:
+                    pass
             await send(message)
 
         start = time.perf_counter()
