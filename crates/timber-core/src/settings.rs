@@ -540,7 +540,8 @@ fn url(raw: &Raw) -> Result<Option<String>, String> {
 
 /// An `http(s)://` URL, without a trailing `/`.
 pub(crate) fn base_url(raw: &Raw) -> Result<String, String> {
-    let why = || "must be a URL starting with http:// or https://".to_owned();
+    let why =
+        || "must be a URL starting with http:// or https://, with a valid host and port".to_owned();
     match raw {
         Raw::Str(s) | Raw::Env(s) => {
             let s = s.trim();
@@ -549,13 +550,37 @@ pub(crate) fn base_url(raw: &Raw) -> Result<String, String> {
                 .strip_prefix("http://")
                 .or_else(|| lower.strip_prefix("https://"))
                 .ok_or_else(why)?;
-            if rest.is_empty() || rest.starts_with('/') || s.chars().any(char::is_control) {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            if !valid_authority(authority) || s.chars().any(|c| c.is_control() || c == ' ') {
                 return Err(why());
             }
             Ok(s.trim_end_matches('/').to_owned())
         }
         _ => Err(why()),
     }
+}
+
+/// `[user[:password]@]host[:port]`: a host of name characters or a
+/// bracketed IPv6 address, and a port of digits (up to 65535).
+fn valid_authority(authority: &str) -> bool {
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, rest)) => (h, rest.strip_prefix(':')),
+            None => return false,
+        }
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '%'));
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
+    host_ok && port_ok
 }
 
 fn path(raw: &Raw) -> Result<Option<PathBuf>, String> {
@@ -683,6 +708,17 @@ mod tests {
                 Raw::Str("logs.example.com".into()),
                 "host must be a URL starting with http:// or https://",
             ),
+            (
+                "host",
+                Raw::Str("http://127.0.0.1:8765,".into()),
+                "host must be a URL",
+            ),
+            (
+                "host",
+                Raw::Str("http://h:99999".into()),
+                "host must be a URL",
+            ),
+            ("host", Raw::Str("http://".into()), "host must be a URL"),
         ] {
             let e = err(&[(name, raw)]);
             assert!(e.starts_with(name), "{e}");
