@@ -4,8 +4,8 @@ beside the same Starlette app with no middleware, in one process.
 Each request is driven straight through the ASGI interface (no sockets, no
 server), so what differs between the arms is the middleware alone: binding
 the request context, the request id and its response header, and, in the
-third arm, one access record per request into a TimberHandler sending to a
-local collector. Arms alternate (ABBA) rep by rep; medians and the ratio to
+last arms, one access record per request, into a NullHandler (the
+logging floor) and into a TimberHandler sending to a local collector. Arms alternate (ABBA) rep by rep; medians and the ratio to
 the bare app are written to ``bench/results/asgi.md``.
 """
 
@@ -91,10 +91,18 @@ def main() -> None:
     access.handlers[:] = [handler]
     access.setLevel(logging.INFO)
     access.propagate = False
+    # The access record's floor: the same record into a NullHandler.
+    floor = logging.getLogger("bench.asgi.floor")
+    floor.handlers[:] = [logging.NullHandler()]
+    floor.setLevel(logging.INFO)
+    floor.propagate = False
     arms = {
         "Starlette, no middleware": app(),
         "TimberMiddleware (context, request id)": TimberMiddleware(app()),
-        "TimberMiddleware, access_log=True": TimberMiddleware(
+        "TimberMiddleware, access_log=True, NullHandler": TimberMiddleware(
+            app(), access_log=True, logger=floor
+        ),
+        "TimberMiddleware, access_log=True, TimberHandler": TimberMiddleware(
             app(), access_log=True, logger=access
         ),
     }
