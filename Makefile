@@ -48,10 +48,12 @@ demo: build
 bench: build
 	$(PY) bench/run.py
 	$(PY) bench/collector.py
+	$(PY) bench/asgi.py
 
 bench-quick: build
 	$(PY) bench/run.py --quick
 	$(PY) bench/collector.py --quick
+	$(PY) bench/asgi.py --quick
 
 # Coverage-guided fuzzing of the collector's body decoders (libFuzzer).
 # cargo-fuzz wants nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain

@@ -24,6 +24,7 @@ mod event;
 mod proxy;
 mod queue;
 mod record;
+mod redact;
 mod retry;
 mod settings;
 mod spool;

@@ -12,6 +12,7 @@
 use super::otlp::severity_number;
 use crate::encode::Json;
 use crate::event::{hostname, Event, Policy, UNSENT_EXTRAS};
+use crate::redact::{is_redacted, Redacting, REDACTED};
 use crate::value::{Builder, Value};
 use serde_json::{Map, Value as J};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,7 +33,7 @@ pub(super) fn encode<E: Event>(
     row: &RowContext,
     event: &E,
     context: &[(Box<str>, Value)],
-    policy: Policy,
+    policy: &Policy,
     out: &mut Vec<u8>,
     cut: Option<usize>,
 ) {
@@ -59,13 +60,29 @@ pub(super) fn encode<E: Event>(
         {
             continue;
         }
-        let mut b = Builder::new();
-        event.write_extra(i, name, &mut b);
-        flatten(name, &b.finish().unwrap_or(Value::Nil), cut, &mut attrs);
+        // `redact=` as every destination applies it: the named keys' values
+        // replaced at any depth, before flattening.
+        let value = if is_redacted(&policy.redact, name) {
+            Value::Str(REDACTED.into())
+        } else {
+            let mut b = Redacting::new(Builder::new(), &policy.redact);
+            event.write_extra(i, name, &mut b);
+            b.inner.finish().unwrap_or(Value::Nil)
+        };
+        flatten(name, &value, cut, &mut attrs);
     }
     for (k, v) in context {
-        if !matches!(&**k, "runtime" | "system") {
+        if matches!(&**k, "runtime" | "system") {
+            continue;
+        }
+        if is_redacted(&policy.redact, k) {
+            flatten(k, &Value::Str(REDACTED.into()), cut, &mut attrs);
+        } else if policy.redact.is_empty() {
             flatten(k, v, cut, &mut attrs);
+        } else {
+            let mut b = Redacting::new(Builder::new(), &policy.redact);
+            v.write(&mut b);
+            flatten(k, &b.inner.finish().unwrap_or(Value::Nil), cut, &mut attrs);
         }
     }
     let rt = event.runtime();
@@ -279,7 +296,7 @@ mod tests {
             Value::Map(vec![("id".into(), Value::Int(5))]),
         )];
         let mut out = Vec::new();
-        encode(&row, &Order, &context, Policy::default(), &mut out, None);
+        encode(&row, &Order, &context, &Policy::default(), &mut out, None);
         assert_eq!(out.last(), Some(&b'\n'));
         let got: J = serde_json::from_slice(&out).unwrap();
         let host = hostname();
@@ -318,7 +335,7 @@ mod tests {
         // For a server without Map: the same pairs, as Nested's two arrays.
         row.nested_maps.store(true, Ordering::Relaxed);
         out.clear();
-        encode(&row, &Order, &[], Policy::default(), &mut out, None);
+        encode(&row, &Order, &[], &Policy::default(), &mut out, None);
         let got: J = serde_json::from_slice(&out).unwrap();
         assert!(got.get("LogAttributes").is_none());
         assert_eq!(
@@ -330,6 +347,30 @@ mod tests {
         assert_eq!(keys.len(), values.len());
         let at = keys.iter().position(|k| k == "order.id").unwrap();
         assert_eq!(values[at], "1234");
+    }
+
+    #[test]
+    fn redacted_keys_are_replaced_before_flattening() {
+        let row = RowContext {
+            service: "shop".into(),
+            nested_maps: Arc::default(),
+        };
+        let policy = Policy {
+            redact: vec!["total".into(), "user".into()].into(),
+            ..Policy::default()
+        };
+        let context = [(
+            "user".into(),
+            Value::Map(vec![("id".into(), Value::Int(5))]),
+        )];
+        let mut out = Vec::new();
+        encode(&row, &Order, &context, &policy, &mut out, None);
+        let got: J = serde_json::from_slice(&out).unwrap();
+        let attrs = &got["LogAttributes"];
+        assert_eq!(attrs["order.total"], "[REDACTED]");
+        assert_eq!(attrs["order.id"], "1234");
+        assert_eq!(attrs["user"], "[REDACTED]");
+        assert!(attrs.get("user.id").is_none());
     }
 
     #[test]

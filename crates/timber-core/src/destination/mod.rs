@@ -168,6 +168,7 @@ impl Destination {
             policy: Policy {
                 include_extra_attributes: s.include_extra_attributes,
                 lower_case_levels: s.destination == Kind::BetterStack,
+                redact: s.redact.clone().into(),
             },
             otlp: (s.destination == Kind::Otlp).then(|| otlp::Otlp::new(&resolved.endpoint)),
             clickhouse: (s.destination == Kind::ClickHouse).then(|| clickhouse::ClickHouse::new(s)),
@@ -212,20 +213,20 @@ impl Destination {
     pub fn encode<E: Event>(&self, event: &E, context: &[(Box<str>, Value)], out: &mut Vec<u8>) {
         if let Some(otlp) = &self.otlp {
             out.clear();
-            otlp.encode(event, context, self.policy, out, None);
+            otlp.encode(event, context, &self.policy, out, None);
             if out.len() + MAX_ARRAY_HEADER > MAX_REQUEST_BYTES {
                 out.clear();
-                otlp.encode(event, context, self.policy, out, Some(TRUNCATE_STRINGS_AT));
+                otlp.encode(event, context, &self.policy, out, Some(TRUNCATE_STRINGS_AT));
             }
             return;
         }
         if let Some(ch) = &self.clickhouse {
             out.clear();
-            clickhouse_row::encode(&ch.row, event, context, self.policy, out, None);
+            clickhouse_row::encode(&ch.row, event, context, &self.policy, out, None);
             if out.len() + MAX_ARRAY_HEADER > MAX_REQUEST_BYTES {
                 out.clear();
                 let cut = Some(TRUNCATE_STRINGS_AT);
-                clickhouse_row::encode(&ch.row, event, context, self.policy, out, cut);
+                clickhouse_row::encode(&ch.row, event, context, &self.policy, out, cut);
             }
             return;
         }
@@ -235,14 +236,14 @@ impl Destination {
                     buf: std::mem::take(out),
                 };
                 sink.buf.clear();
-                write_frame(&mut sink, event, context, self.policy);
+                write_frame(&mut sink, event, context, &self.policy);
                 if sink.buf.len() + MAX_ARRAY_HEADER > MAX_REQUEST_BYTES {
                     let mut cut = Truncating {
                         inner: Msgpack { buf: sink.buf },
                         max: TRUNCATE_STRINGS_AT,
                     };
                     cut.inner.buf.clear();
-                    write_frame(&mut cut, event, context, self.policy);
+                    write_frame(&mut cut, event, context, &self.policy);
                     sink.buf = cut.inner.buf;
                 }
                 *out = sink.buf;
