@@ -16,7 +16,7 @@ setup: $(STAMP) clickhouse
 clickhouse:
 	@command -v clickhouse-server >/dev/null || test -x /usr/sbin/clickhouse-server || \
 		{ SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
-		  $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq clickhouse-server; }
+		  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq clickhouse-server; }
 
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
