@@ -62,13 +62,14 @@ class Request:
 
 @dataclass
 class Step:
-    """One scripted answer: an HTTP status (with an optional Retry-After),
-    ``"hang"`` (answer nothing for ``seconds``), or ``"reset"`` (close the
-    connection without answering)."""
+    """One scripted answer: an HTTP status (with an optional Retry-After or
+    Location), ``"hang"`` (answer nothing for ``seconds``), or ``"reset"``
+    (close the connection without answering)."""
 
     status: int | str
     retry_after: str | None = None
     seconds: float = 0.0
+    location: str | None = None
 
 
 @dataclass
@@ -96,7 +97,7 @@ class FaultServer:
                 elif encoding == "deflate":
                     body = zlib.decompress(body)
                 step = server._next_step()
-                frames = msgpack.unpackb(body, raw=False) if step.status == 202 else []
+                frames = msgpack.unpackb(body, raw=False) if step.status in (200, 202) else []
                 with server._lock:
                     server.requests.append(
                         Request(
@@ -118,6 +119,8 @@ class FaultServer:
                 self.send_response(int(step.status))
                 if step.retry_after is not None:
                     self.send_header("Retry-After", step.retry_after)
+                if step.location is not None:
+                    self.send_header("Location", step.location)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import logging
 import signal
 import socket
@@ -17,6 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 import timber
 from fault_server import FaultServer, Step, free_port, run_python, timber_env
@@ -242,3 +245,45 @@ def test_nothing_the_engine_does_is_logged_back(server: FaultServer) -> None:
         h.close()
     assert [f["message"] for f in server.frames] == ["the only record"]
     assert h.stats()["accepted"] == 1
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirects_are_refused_and_never_followed(status: int) -> None:
+    # The final server would accept everything: a client that followed the
+    # redirect would deliver there (or, turning the POST into a GET, lose the
+    # batch while counting it sent) and hand the key to another host.
+    final = FaultServer(script=[200] * 20)
+    first = FaultServer()
+    try:
+        target = f"{final.host}/sources/s/frames"
+        first.add_script([Step(status, location=target)] * 20)
+        key = "redirect-key-never-printed"
+        proc = run_python(
+            """
+            import json, logging, timber
+            log = logging.getLogger("redirect")
+            h = timber.TimberHandler(flush_interval=60)
+            log.addHandler(h)
+            for i in range(3):
+                log.error("moved", extra={"i": i})
+            h.flush()
+            print(json.dumps(h.stats()))
+            """,
+            timber_env(first.host, api_key=key),
+        )
+        assert proc.returncode == 0, proc.stderr
+        stats = json.loads(proc.stdout)
+        assert final.requests == []
+        assert [r.status for r in first.requests] == [status]
+        assert stats["sent"] == 0
+        assert stats["dropped_by_reason"]["rejected"] == 3
+        assert f"the endpoint redirects ({status}) to {target}; set host to the final URL" in (
+            proc.stderr
+        )
+        assert key not in proc.stderr
+        assert proc.stderr.splitlines()[-1] == (
+            "timber: 3 of 3 records were not delivered (rejected: 3)"
+        )
+    finally:
+        first.close()
+        final.close()

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import timber
-from fault_server import FaultServer, free_port
+from fault_server import FaultServer, Step, free_port, run_python, timber_env
 
 FAST = {"backoff_base": 0.05, "backoff_max": 0.3, "flush_interval": 0.1}
 
@@ -128,3 +128,50 @@ def test_unusable_spool_dir_is_a_value_error(tmp_path: Path) -> None:
         assert "spool_dir" in str(e)
     else:
         raise AssertionError("expected ValueError")
+
+
+def test_batches_in_flight_at_exit_are_spooled_and_replayed_by_the_next_process(
+    tmp_path: Path,
+) -> None:
+    # The endpoint accepts connections and never answers: at exit the two
+    # batches in flight are neither delivered nor failed. They must reach the
+    # spool with the ones never taken, and the next process sends them all.
+    spool = tmp_path / "spool"
+    hanging = FaultServer(script=[Step("hang", seconds=120)] * 20)
+    try:
+        first = run_python(
+            f"""
+            import logging, timber
+            log = logging.getLogger("in-flight")
+            log.setLevel(logging.INFO)
+            log.addHandler(timber.TimberHandler(spool_dir={str(spool)!r}, timeout=10,
+                                                shutdown_timeout=2))
+            for i in range(5000):
+                log.info("r", extra={{"i": i}})
+            """,
+            timber_env(hanging.host),
+            timeout=60,
+        )
+        assert first.returncode == 0, first.stderr
+        assert hanging.requests, "no batch was in flight at exit"
+        assert "not delivered" not in first.stderr
+    finally:
+        hanging.close()
+    healthy = FaultServer()
+    try:
+        second = run_python(
+            f"""
+            import time, timber
+            h = timber.TimberHandler(spool_dir={str(spool)!r}, backoff_base=0.05,
+                                     backoff_max=0.3)
+            deadline = time.monotonic() + 60
+            while h.stats()["replayed"] < 5000 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            """,
+            timber_env(healthy.host),
+            timeout=90,
+        )
+        assert second.returncode == 0, second.stderr
+        assert {f["i"] for f in healthy.frames} == set(range(5000))
+    finally:
+        healthy.close()
