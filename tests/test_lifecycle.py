@@ -3,8 +3,11 @@ bounded exit when the endpoint is down or hangs, and fork."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import subprocess
+import sys
 
 import pytest
 
@@ -196,3 +199,71 @@ def test_engine_module_has_no_tokio_threads_when_logging(server: FaultServer) ->
     assert not [n for n in names if "tokio" in n]
     assert names.count("timber-sender-0") == 1
     assert timber.__version__
+
+
+BLOCKED = """
+import json, logging, sys, threading, time, timber
+log = logging.getLogger("blocked")
+h = timber.TimberHandler(drop_extra_events=False, buffer_capacity=10, max_buffer_records=20,
+                         max_in_flight=1, timeout=60, shutdown_timeout=1)
+log.addHandler(h)
+
+def work(n):
+    for i in range(50):
+        log.error("r", extra={"n": n, "i": i})
+
+threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(8)]
+for t in threads:
+    t.start()
+# 20 records fill the buffer (a batch hangs in flight, the next waits); each
+# thread then blocks on its next record, waiting for room.
+deadline = time.monotonic() + 30
+while h.stats()["accepted"] < 28 and time.monotonic() < deadline:
+    time.sleep(0.01)
+assert h.stats()["buffered_records"] == 20, h.stats()
+if sys.argv[-1] == "close":
+    h.close()
+    for t in threads:
+        t.join()
+    print(json.dumps(h.stats()))
+"""
+
+
+def test_totals_add_up_with_threads_blocked_waiting_for_room_at_close(server: FaultServer) -> None:
+    server.add_script([Step("hang", seconds=60)] * 10)
+    proc = subprocess.run(
+        [sys.executable, "-c", BLOCKED, "close"],
+        env=timber_env(server.host, api_key=KEY),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout)
+    assert stats["accepted"] == 400
+    assert stats["accepted"] == stats["sent"] + stats["dropped"] + stats["buffered_records"]
+    assert stats["dropped"] == stats["dropped_by_reason"]["shutdown"] == 400
+    totals = [line for line in proc.stderr.splitlines() if "records were not delivered" in line]
+    for line in totals:
+        dropped, accepted = map(int, re.findall(r"(\d+) of (\d+) records", line)[0])
+        assert dropped <= accepted, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        "timber: 400 of 400 records were not delivered (shutdown: 400)"
+    ), proc.stderr
+
+
+def test_totals_add_up_with_threads_blocked_waiting_for_room_at_exit(server: FaultServer) -> None:
+    server.add_script([Step("hang", seconds=60)] * 10)
+    proc = run_python(BLOCKED, timber_env(server.host, api_key=KEY), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    # The daemon threads go on logging until the interpreter stops them, so
+    # how many records they handed over is not known here; the last line
+    # counts every one, and none was delivered.
+    last = proc.stderr.splitlines()[-1]
+    match = re.fullmatch(
+        r"timber: (\d+) of (\d+) records were not delivered \(shutdown: (\d+)\)", last
+    )
+    assert match is not None, proc.stderr
+    dropped, accepted, shutdown = map(int, match.groups())
+    assert dropped == accepted == shutdown >= 28, proc.stderr
+    assert server.frames == []
