@@ -10,7 +10,7 @@ use crate::destination::{Destination, Kind};
 use crate::event::Event;
 use crate::queue::{Batch, Limits, Push, Queue, MAX_REQUEST_BYTES};
 use crate::settings::{Resolved, Settings};
-use crate::spool::Spool;
+use crate::spool::{Spool, SpoolError};
 use crate::stats::{say, Counters, Problem, Reason, Reporter, Stats};
 use crate::value::Value;
 use crate::worker::{self, Replay};
@@ -101,8 +101,12 @@ impl Pipeline {
         let Some(spool) = &self.spool else {
             return false;
         };
-        match spool.append(payload, count as u32) {
+        let appended = spool.append(payload, count as u32);
+        self.spool_events();
+        match appended {
             Ok(()) => true,
+            // Closed by the engine's close, which settled the batch already.
+            Err(SpoolError::Closed) => false,
             Err(e) => {
                 self.reporter.report(Problem::Spool, || {
                     format!("could not spool a batch ({e}); keeping it in memory")
@@ -110,6 +114,34 @@ impl Pipeline {
                 false
             }
         }
+    }
+
+    /// Counts what the spool found since it was last asked: records taken
+    /// over from earlier processes, and records lost because their files
+    /// were deleted under the spool (reported every time: each is a loss).
+    pub fn spool_events(&self) {
+        let Some(spool) = &self.spool else {
+            return;
+        };
+        let events = spool.take_events();
+        self.counters
+            .adopted
+            .fetch_add(events.adopted, Ordering::Relaxed);
+        if events.lost == 0 {
+            return;
+        }
+        self.counters.drop(Reason::SpoolLost, events.lost);
+        let what = if events.lanes_lost > 0 {
+            "a spool lane"
+        } else {
+            "spool segment files"
+        };
+        say(&format!(
+            "{what} under {} deleted while in use (by a tmp cleaner?): {} spooled records lost \
+             (spool_lost); spooling goes on in a new lane",
+            spool.root().display(),
+            events.lost
+        ));
     }
 
     /// Counts records lost before they reached the buffer, and reports it
@@ -354,7 +386,8 @@ impl Engine {
             }
         }
         // Senders blocked in a request past the deadline are left behind;
-        // process exit ends them.
+        // process exit ends them (and the spool, closed below, refuses
+        // them: close settled their batches).
         let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         let grace = Instant::now() + Duration::from_millis(100);
         for h in std::mem::take(&mut *threads) {
@@ -364,6 +397,10 @@ impl Engine {
             if h.is_finished() {
                 let _ = h.join();
             }
+        }
+        if let Some(spool) = &p.spool {
+            spool.close();
+            p.spool_events();
         }
         // Producers that were waiting for room were woken by the close and
         // count their record refused: wait for them (briefly: none of them
@@ -393,7 +430,7 @@ impl Engine {
     /// child, whose parent's threads may have held that lock).
     fn report_totals(&self) {
         let stats = self.pipeline.counters.snapshot();
-        let totals = (stats.dropped(), stats.accepted);
+        let totals = (stats.dropped(), stats.handled());
         // Never waits: in a forked child the lock may have been held by a
         // parent's thread that does not exist here.
         let mut last = match self.reported.try_lock() {
