@@ -209,7 +209,9 @@ h = timber.TimberHandler(drop_extra_events=False, buffer_capacity=10, max_buffer
 log.addHandler(h)
 
 def work(n):
-    for i in range(50):
+    # Blocked on its 1st to 3rd record; the rest are logged after the close,
+    # most of them while it is still delivering (they are refused at once).
+    for i in range(50_000):
         log.error("r", extra={"n": n, "i": i})
 
 threads = [threading.Thread(target=work, args=(n,), daemon=True) for n in range(8)]
@@ -240,15 +242,15 @@ def test_totals_add_up_with_threads_blocked_waiting_for_room_at_close(server: Fa
     )
     assert proc.returncode == 0, proc.stderr
     stats = json.loads(proc.stdout)
-    assert stats["accepted"] == 400
+    assert stats["accepted"] == 400_000
     assert stats["accepted"] == stats["sent"] + stats["dropped"] + stats["buffered_records"]
-    assert stats["dropped"] == stats["dropped_by_reason"]["shutdown"] == 400
+    assert stats["dropped"] == stats["dropped_by_reason"]["shutdown"] == 400_000
     totals = [line for line in proc.stderr.splitlines() if "records were not delivered" in line]
     for line in totals:
         dropped, accepted = map(int, re.findall(r"(\d+) of (\d+) records", line)[0])
         assert dropped <= accepted, proc.stderr
     assert proc.stderr.splitlines()[-1] == (
-        "timber: 400 of 400 records were not delivered (shutdown: 400)"
+        "timber: 400000 of 400000 records were not delivered (shutdown: 400000)"
     ), proc.stderr
 
 

@@ -296,3 +296,45 @@ def test_thousands_of_leftover_lanes_hold_no_descriptors_and_are_removed(tmp_pat
         server.close()
     # Its own lane, empty, went at exit.
     assert list(spool.iterdir()) == []
+
+
+def test_records_taken_over_from_an_earlier_process_are_in_the_totals(tmp_path: Path) -> None:
+    # Ten records left by a process that is gone; the endpoint refuses them.
+    # They are this process's to count: never "10 of 5 records were not
+    # delivered".
+    spool = tmp_path / "spool"
+    lane = spool / f"{10**19:020d}-100000"
+    lane.mkdir(parents=True)
+    (lane / "lock").touch()
+    left = [{"message": "left behind", "i": -1 - j} for j in range(10)]
+    (lane / f"{1:016d}.seg").write_bytes(_segment(left))
+    server = FaultServer(script=[400])
+    try:
+        proc = run_python(
+            f"""
+            import json, logging, time, timber
+            log = logging.getLogger("adopter")
+            h = timber.TimberHandler(spool_dir={str(spool)!r}, flush_interval=0.1)
+            log.addHandler(h)
+            deadline = time.monotonic() + 30
+            while h.stats()["dropped"] < 10 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            for i in range(5):
+                log.error("mine", extra={{"i": i}})
+            h.close()
+            print(json.dumps(h.stats()))
+            """,
+            timber_env(server.host),
+            timeout=60,
+        )
+    finally:
+        server.close()
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.splitlines()[-1] == (
+        "timber: 10 of 15 records were not delivered (rejected: 10)"
+    )
+    stats = json.loads(proc.stdout)
+    assert (stats["accepted"], stats["adopted"], stats["sent"]) == (5, 10, 5)
+    assert stats["dropped_by_reason"]["rejected"] == 10
+    handled = stats["accepted"] + stats["adopted"]
+    assert handled == stats["sent"] + stats["dropped"] + stats["buffered_records"]
