@@ -269,3 +269,38 @@ def test_totals_add_up_with_threads_blocked_waiting_for_room_at_exit(server: Fau
     dropped, accepted, shutdown = map(int, match.groups())
     assert dropped == accepted == shutdown >= 28, proc.stderr
     assert server.frames == []
+
+
+def test_threads_waiting_for_room_do_not_hold_up_exit(server: FaultServer) -> None:
+    # Threads that are not daemons are joined before any exit hook: waiting
+    # for room while the endpoint hangs (retried for 300 s), they would keep
+    # the process alive that long.
+    server.add_script([Step("hang", seconds=60)] * 10)
+    proc = run(
+        """
+        import logging, threading, time, timber
+        log = logging.getLogger("waiting")
+        h = timber.TimberHandler(drop_extra_events=False, buffer_capacity=10,
+                                 max_buffer_records=20, max_in_flight=1, timeout=60,
+                                 shutdown_timeout=1)
+        log.addHandler(h)
+
+        def work(n):
+            for i in range(20):
+                log.error("r", extra={"n": n, "i": i})
+
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        # The buffer holds 20; the threads not done are blocked on a record.
+        while h.stats()["accepted"] < 23:
+            time.sleep(0.01)
+        """,
+        server.host,
+        timeout=30,
+    )
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    match = re.fullmatch(r"timber: 80 of 80 records were not delivered \((.*)\)", last)
+    assert match is not None, proc.stderr
+    assert "buffer_full" in match.group(1), proc.stderr

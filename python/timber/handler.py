@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import weakref
 from typing import Any
 
@@ -238,7 +239,6 @@ def _in_multiprocessing_child(_: object = None) -> None:
 
 def _close_on_sigterm() -> None:
     import signal
-    import threading
 
     if threading.current_thread() is not threading.main_thread():
         return
@@ -280,5 +280,20 @@ def _hook_multiprocessing() -> None:
         _in_multiprocessing_child()
 
 
+def _exit_begins() -> None:
+    """Python is exiting: next it joins the threads that are not daemons,
+    and only then runs atexit. One waiting for room in a handler
+    (``drop_extra_events=False``) while the endpoint is down would hold the
+    exit for as long as retries go on: it waits at most shutdown_timeout
+    more, then drops the record (``buffer_full``)."""
+    for handler in list(_live):
+        handler._engine.end_waits()
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+# Runs when the interpreter starts exiting, before it joins threads (the
+# hook concurrent.futures uses); atexit would be too late.
+_register_threading_atexit = getattr(threading, "_register_atexit", None)
+if _register_threading_atexit is not None:
+    _register_threading_atexit(_exit_begins)

@@ -44,7 +44,7 @@ thread_local! {
 const SCRATCH_KEEP: usize = 1 << 20;
 
 /// Longest close waits for producers it woke to count their records.
-const COUNT_GRACE: Duration = Duration::from_secs(1);
+const COUNT_GRACE: Duration = Duration::from_millis(100);
 
 /// How a batch ended.
 #[derive(Debug, Clone, Copy)]
@@ -404,7 +404,9 @@ impl Engine {
         }
         // Producers that were waiting for room were woken by the close and
         // count their record refused: wait for them (briefly: none of them
-        // waits on anything any more) so that the totals include them.
+        // waits on anything any more) so that the totals include them. A
+        // thread that goes on logging is not waited for: report_late
+        // prints what it adds.
         let counted_by = Instant::now() + COUNT_GRACE;
         while self.busy.load(Ordering::SeqCst) > 0 && Instant::now() < counted_by {
             std::thread::sleep(Duration::from_millis(1));
@@ -448,6 +450,13 @@ impl Engine {
             totals.1,
             stats.describe_drops()
         ));
+    }
+
+    /// The process is exiting: a producer waiting for room
+    /// (`drop_extra_events=False`) waits at most `timeout` more, then drops
+    /// its record (`buffer_full`), so that it cannot hold up the exit.
+    pub fn end_waits(&self, timeout: Duration) {
+        self.pipeline.queue.end_waits_at(Instant::now() + timeout);
     }
 
     /// Whether [`Engine::close`] was called.

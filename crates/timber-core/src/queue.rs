@@ -95,6 +95,9 @@ struct State {
     in_flight: BTreeMap<u64, Batch>,
     closing: bool,
     aborted: bool,
+    /// Past this, producers no longer wait for room (set when the process
+    /// starts exiting).
+    waits_end: Option<Instant>,
 }
 
 impl State {
@@ -158,6 +161,7 @@ impl Queue {
                 in_flight: BTreeMap::new(),
                 closing: false,
                 aborted: false,
+                waits_end: None,
             }),
             work: Condvar::new(),
             settled: Condvar::new(),
@@ -186,6 +190,10 @@ impl Queue {
                 Push::Full => {}
                 other => return other,
             }
+            let give_up = match (give_up, st.waits_end) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
             st = match give_up {
                 None => self.settled.wait(st).unwrap_or_else(|e| e.into_inner()),
                 Some(at) => {
@@ -351,6 +359,14 @@ impl Queue {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+    }
+
+    /// Bounds every wait for room, present and future, by `at`.
+    pub fn end_waits_at(&self, at: Instant) {
+        let mut st = self.lock();
+        st.waits_end = Some(st.waits_end.map_or(at, |t| t.min(at)));
+        drop(st);
+        self.settled.notify_all();
     }
 
     /// Refuses further records and lets senders drain what is held; wakes

@@ -142,6 +142,19 @@ impl PyEngine {
         Ok(py.detach(|| engine.close(timeout)))
     }
 
+    /// The process is exiting: waits for room end within `timeout` seconds
+    /// (`shutdown_timeout` if None).
+    #[pyo3(signature = (timeout = None))]
+    fn end_waits(&self, timeout: Option<f64>) -> PyResult<()> {
+        let timeout = seconds(timeout)?;
+        if self.abandoned.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let engine = self.engine();
+        engine.end_waits(timeout.unwrap_or(engine.settings().shutdown_timeout));
+        Ok(())
+    }
+
     /// Counters: records accepted, sent, dropped by reason, retries, bytes,
     /// and what the buffer holds now.
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
