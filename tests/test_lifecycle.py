@@ -304,3 +304,26 @@ def test_threads_waiting_for_room_do_not_hold_up_exit(server: FaultServer) -> No
     match = re.fullmatch(r"timber: 80 of 80 records were not delivered \((.*)\)", last)
     assert match is not None, proc.stderr
     assert "buffer_full" in match.group(1), proc.stderr
+
+
+def test_timber_first_imported_in_an_exit_hook(server: FaultServer) -> None:
+    proc = run(
+        """
+        import atexit, threading  # threading's exit has begun when the hook runs
+
+        def late():
+            import logging, timber
+            log = logging.getLogger("late-import")
+            log.setLevel(logging.INFO)
+            h = timber.TimberHandler(flush_interval=60)
+            log.addHandler(h)
+            log.info("imported at exit")
+            h.close()
+
+        atexit.register(late)
+        """,
+        server.host,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert [f["message"] for f in server.frames] == ["imported at exit"]

@@ -296,4 +296,8 @@ if hasattr(os, "register_at_fork"):
 # hook concurrent.futures uses); atexit would be too late.
 _register_threading_atexit = getattr(threading, "_register_atexit", None)
 if _register_threading_atexit is not None:
-    _register_threading_atexit(_exit_begins)
+    try:
+        _register_threading_atexit(_exit_begins)
+    except RuntimeError:
+        # Imported while the interpreter exits: no thread is joined any more.
+        pass
