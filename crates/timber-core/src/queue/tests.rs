@@ -125,6 +125,23 @@ fn blocked_producer_waits_for_room() {
 }
 
 #[test]
+fn waits_for_room_end_when_told_to() {
+    let q = std::sync::Arc::new(Queue::new(limits(1, 20)));
+    let r = [0xc0u8; 8];
+    assert_eq!(q.push(&r), Push::Accepted);
+    // A producer already waiting, with no end of its own, is let go...
+    let waiting = {
+        let q = q.clone();
+        std::thread::spawn(move || q.push_wait(&r, None))
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    q.end_waits_at(Instant::now() + Duration::from_millis(10));
+    assert_eq!(waiting.join().unwrap(), Push::Full);
+    // ...and later ones do not wait past the end either.
+    assert_eq!(q.push_wait(&r, None), Push::Full);
+}
+
+#[test]
 fn abort_ends_waits_and_counts_pending() {
     let q = Queue::new(limits(1, 1 << 20));
     q.push(&rec(1));
