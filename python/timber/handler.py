@@ -143,7 +143,8 @@ class TimberHandler(logging.Handler):
     def close(self) -> None:
         """Delivers what is buffered (for at most ``shutdown_timeout``) and
         stops the sender threads. Records logged afterwards are dropped."""
-        if sys._getframe(1).f_code is _SHUTDOWN_CODE:
+        caller = sys._getframe().f_back
+        if caller is not None and caller.f_code is _SHUTDOWN_CODE:
             # logging.shutdown(), at exit or by hand: every handler at once,
             # within one deadline.
             _close_all()
@@ -195,8 +196,8 @@ def _close_all() -> None:
     handler. logging registers that hook when it is first imported (by
     timber at the latest), and atexit runs hooks last-registered first: every
     exit hook registered after ``import logging`` has run by then, and what
-    it logged is delivered. timber registers no exit hook of its own in the
-    main process, so it never closes before them."""
+    it logged is delivered. In the main process timber closes from no exit
+    hook of its own, so it never closes before them."""
     import time
 
     handlers = list(_live)
