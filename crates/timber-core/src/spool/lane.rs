@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 /// A segment not yet replayed.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Segment {
+    /// Its number: the file is `<id, 16 digits>.seg`.
     pub id: u64,
     /// Records it holds past the cursor.
     pub records: u64,
@@ -36,8 +37,11 @@ pub(super) enum Read {
 /// A lane this process holds the lock of.
 #[derive(Debug)]
 pub(super) struct Lane {
+    /// The lane's directory.
     pub dir: PathBuf,
+    /// Held (flock) while this process owns the lane.
     lock: File,
+    /// Segments not yet replayed, oldest first.
     pub segments: VecDeque<Segment>,
     /// Where the replay stands: a segment and an offset in it.
     pub segment: u64,
@@ -156,6 +160,7 @@ impl Lane {
         Ok(lane)
     }
 
+    /// The file of segment `id`.
     pub fn segment_path(&self, id: u64) -> PathBuf {
         self.dir.join(format!("{id:016}.seg"))
     }
@@ -203,6 +208,7 @@ impl Lane {
         Some(seg)
     }
 
+    /// Writes where the replay stands (atomically: a rename).
     pub fn save_cursor(&self) -> io::Result<()> {
         let tmp = self.dir.join("cursor.tmp");
         fs::write(&tmp, format!("{} {}\n", self.segment, self.offset))?;
