@@ -61,7 +61,17 @@ class Collector:
         self.out = out
         out.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
-            [*command, "--listen", "127.0.0.1:0", "--out", str(out), "--quiet"],
+            # logtail posts to the root: its records are filed with ours.
+            [
+                *command,
+                "--listen",
+                "127.0.0.1:0",
+                "--out",
+                str(out),
+                "--quiet",
+                "--root-source",
+                "bench",
+            ],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
