@@ -7,31 +7,97 @@
 //! `extra={'order_placed': {...}}` sends, and dotted names are how a Rust
 //! caller writes one without a serialization framework.
 
-use timber_core::{ErrorInfo, Value};
+use std::borrow::Cow;
+use timber_core::{ErrorInfo, Sink, Value};
 
 /// Entries of a map, in order.
 pub type Entries = Vec<(Box<str>, Value)>;
+
+/// A field's name, or a segment of a dotted one: borrowed for `tracing`'s
+/// names, which are `'static`, so that reading an event allocates no key.
+pub type Key = Cow<'static, str>;
+
+/// A field's value, or a map made of dotted names.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Node {
+    /// A value.
+    Value(Value),
+    /// The fields under a common dotted prefix, in order.
+    Map(Vec<(Key, Node)>),
+}
+
+impl Node {
+    /// Writes it, as a [`Value`] writes itself.
+    pub fn write<S: Sink>(&self, sink: &mut S) {
+        match self {
+            Node::Value(v) => v.write(sink),
+            Node::Map(entries) => {
+                sink.map(entries.len());
+                for (k, v) in entries {
+                    sink.str(k);
+                    v.write(sink);
+                }
+            }
+        }
+    }
+
+    /// As an owned [`Value`].
+    pub fn to_value(&self) -> Value {
+        match self {
+            Node::Value(v) => v.clone(),
+            Node::Map(entries) => Value::Map(
+                entries
+                    .iter()
+                    .map(|(k, v)| (Box::from(&**k), v.to_value()))
+                    .collect(),
+            ),
+        }
+    }
+
+    /// From a [`Value`] (a map's keys become owned keys).
+    pub fn from_value(value: Value) -> Node {
+        match value {
+            Value::Map(entries) => Node::Map(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (Cow::Owned(k.into()), Node::from_value(v)))
+                    .collect(),
+            ),
+            other => Node::Value(other),
+        }
+    }
+}
 
 /// Fields in the order first given; a later value under the same name
 /// replaces the earlier one in place.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Fields {
     /// The top-level entries.
-    pub entries: Entries,
+    pub entries: Vec<(Key, Node)>,
 }
 
 impl Fields {
-    /// Sets `name` to `value`. A dotted name is a path into nested maps,
-    /// created as needed; a path that runs into a value that is not a map,
-    /// or that has an empty segment (`a..b`, `.a`, `a.`), is kept as one
-    /// flat name rather than losing either value.
-    pub fn insert(&mut self, name: &str, value: Value) {
-        if !name.contains('.') || name.split('.').any(str::is_empty) {
-            return set(&mut self.entries, name, value);
-        }
-        match nested_slot(&mut self.entries, name) {
-            Some((entries, leaf)) => set(entries, leaf, value),
-            None => set(&mut self.entries, name, value),
+    /// Sets the field `name` (a `'static` name, as `tracing` has them) to
+    /// `value`; see [`Fields::insert_with`].
+    pub fn insert(&mut self, name: &'static str, value: Value) {
+        self.insert_with(name, value, Cow::Borrowed);
+    }
+
+    /// Sets `name` to `value`, making keys of its segments with `key`. A
+    /// dotted name is a path into nested maps, created as needed; a path
+    /// that runs into a value that is not a map, or that has an empty
+    /// segment (`a..b`, `.a`, `a.`), is kept as one flat name rather than
+    /// losing either value.
+    pub fn insert_with<'n>(&mut self, name: &'n str, value: Value, key: impl Fn(&'n str) -> Key) {
+        let value = Node::Value(value);
+        let nested = match name.rfind('.') {
+            Some(last) if is_path(name) => nested_slot(&mut self.entries, &name[..last], &key)
+                .map(|entries| (entries, &name[last + 1..])),
+            _ => None,
+        };
+        match nested {
+            Some((entries, leaf)) => set(entries, leaf, value, key),
+            None => set(&mut self.entries, name, value, key),
         }
     }
 
@@ -39,64 +105,90 @@ impl Fields {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// The fields as a map [`Value`] (a span's, for the context).
+    pub fn to_value(&self) -> Value {
+        Value::Map(
+            self.entries
+                .iter()
+                .map(|(k, v)| (Box::from(&**k), v.to_value()))
+                .collect(),
+        )
+    }
 }
 
-/// The map that holds the last segment of `path`, creating the maps on
-/// the way; `None` if a segment on the way holds something else.
-fn nested_slot<'e, 'p>(
-    mut entries: &'e mut Entries,
-    path: &'p str,
-) -> Option<(&'e mut Entries, &'p str)> {
-    let (parents, leaf) = path.rsplit_once('.')?;
-    // Checked before anything is created, so that a refused path leaves no
-    // empty maps behind.
-    let mut probe: &[(Box<str>, Value)] = entries;
-    for segment in parents.split('.') {
-        match probe.iter().find(|(k, _)| &**k == segment) {
-            Some((_, Value::Map(inner))) => probe = inner,
-            Some(_) => return None,
-            None => break,
-        }
-    }
-    for segment in parents.split('.') {
-        let at = match entries.iter().position(|(k, _)| &**k == segment) {
+/// Whether a dotted name is a path: no segment of it is empty.
+fn is_path(name: &str) -> bool {
+    let b = name.as_bytes();
+    !(b.first() == Some(&b'.') || b.last() == Some(&b'.') || b.windows(2).any(|w| w == b".."))
+}
+
+/// The map at `parents` (dot-separated, none empty), creating the maps on
+/// the way; `None` if a segment on the way holds a value. Nothing is
+/// created before that is known: once a segment is missing, every one
+/// after it is created inside a new, empty map.
+fn nested_slot<'e, 'n>(
+    mut entries: &'e mut Vec<(Key, Node)>,
+    parents: &'n str,
+    key: &impl Fn(&'n str) -> Key,
+) -> Option<&'e mut Vec<(Key, Node)>> {
+    let mut rest = parents;
+    loop {
+        let (segment, tail) = match rest.find('.') {
+            Some(at) => (&rest[..at], Some(&rest[at + 1..])),
+            None => (rest, None),
+        };
+        let at = match entries.iter().position(|(k, _)| k == segment) {
             Some(at) => at,
             None => {
-                entries.push((segment.into(), Value::Map(Vec::new())));
+                entries.push((key(segment), Node::Map(Vec::with_capacity(4))));
                 entries.len() - 1
             }
         };
         match &mut entries[at].1 {
-            Value::Map(inner) => entries = inner,
-            _ => return None,
+            Node::Map(inner) => entries = inner,
+            Node::Value(_) => return None,
+        }
+        match tail {
+            Some(t) => rest = t,
+            None => return Some(entries),
         }
     }
-    Some((entries, leaf))
 }
 
-fn set(entries: &mut Entries, name: &str, value: Value) {
+fn set<'n>(
+    entries: &mut Vec<(Key, Node)>,
+    name: &'n str,
+    value: Node,
+    key: impl Fn(&'n str) -> Key,
+) {
+    match entries.iter_mut().find(|(k, _)| k == name) {
+        Some(slot) => slot.1 = value,
+        None => entries.push((key(name), value)),
+    }
+}
+
+/// Sets `name` in a map of values.
+fn set_value(entries: &mut Entries, name: &str, value: Value) {
     match entries.iter_mut().find(|(k, _)| &**k == name) {
         Some(slot) => slot.1 = value,
         None => entries.push((name.into(), value)),
     }
 }
 
-/// Merges one span's fields into the context being built, as
-/// `timber.context(name=fields)` does: the span is a top-level entry named
-/// after it, and an entry of the same name from an outer span is merged
-/// key by key, the inner span's value winning.
-pub fn merge_span(context: &mut Entries, name: &str, fields: &Fields) {
-    if fields.is_empty() {
-        return;
-    }
-    match context.iter_mut().find(|(k, _)| &**k == name) {
-        Some((_, Value::Map(outer))) => {
-            for (k, v) in &fields.entries {
-                set(outer, k, v.clone());
+/// Merges one span's context entry (its name, and its fields as a map)
+/// into the context being built, as `timber.context(name=fields)` does:
+/// an entry of the same name from an outer span is merged key by key, the
+/// inner span's value winning.
+pub fn merge_span(context: &mut Entries, name: &str, fields: &Value) {
+    match (context.iter_mut().find(|(k, _)| &**k == name), fields) {
+        (Some((_, Value::Map(outer))), Value::Map(inner)) => {
+            for (k, v) in inner {
+                set_value(outer, k, v.clone());
             }
         }
-        Some((_, other)) => *other = Value::Map(fields.entries.clone()),
-        None => context.push((name.into(), Value::Map(fields.entries.clone()))),
+        (Some((_, other)), _) => *other = fields.clone(),
+        (None, _) => context.push((name.into(), fields.clone())),
     }
 }
 
@@ -199,15 +291,28 @@ mod tests {
         f.insert("order_placed.total", Value::Float(520.23));
         f.insert("a.b.c", Value::Bool(true));
         assert_eq!(
-            f.entries,
-            vec![
+            f.to_value(),
+            map(&[
                 (
-                    "order_placed".into(),
+                    "order_placed",
                     map(&[("id", Value::Int(1234)), ("total", Value::Float(520.23))])
                 ),
-                ("n".into(), Value::Int(1)),
-                ("a".into(), map(&[("b", map(&[("c", Value::Bool(true))]))])),
-            ]
+                ("n", Value::Int(1)),
+                ("a", map(&[("b", map(&[("c", Value::Bool(true))]))])),
+            ])
+        );
+        // Names from `log` are not 'static: the same nesting, owned keys.
+        let mut owned = Fields::default();
+        for (name, v) in [("order_placed.id", 1234), ("n", 1)] {
+            let name = name.to_owned();
+            owned.insert_with(&name, Value::Int(v), |s| Cow::Owned(s.to_owned()));
+        }
+        assert_eq!(
+            owned.to_value(),
+            map(&[
+                ("order_placed", map(&[("id", Value::Int(1234))])),
+                ("n", Value::Int(1)),
+            ])
         );
     }
 
@@ -220,45 +325,39 @@ mod tests {
         f.insert(".z", Value::Int(4));
         f.insert("a", Value::Int(5));
         assert_eq!(
-            f.entries,
-            vec![
-                ("a".into(), Value::Int(5)),
-                ("a.b".into(), Value::Int(2)),
-                ("x..y".into(), Value::Int(3)),
-                (".z".into(), Value::Int(4)),
-            ]
+            f.to_value(),
+            map(&[
+                ("a", Value::Int(5)),
+                ("a.b", Value::Int(2)),
+                ("x..y", Value::Int(3)),
+                (".z", Value::Int(4)),
+            ])
         );
         // A refused path creates no map on its way.
         let mut f = Fields::default();
         f.insert("p.q", Value::Int(1));
         f.insert("p.q.r", Value::Int(2));
         assert_eq!(
-            f.entries,
-            vec![
-                ("p".into(), map(&[("q", Value::Int(1))])),
-                ("p.q.r".into(), Value::Int(2)),
-            ]
+            f.to_value(),
+            map(&[
+                ("p", map(&[("q", Value::Int(1))])),
+                ("p.q.r", Value::Int(2))
+            ])
         );
+        // And a value through the map is written as the map it is.
+        let mut j = timber_core::Json::new();
+        f.entries[0].1.write(&mut j);
+        assert_eq!(String::from_utf8(j.buf).unwrap(), r#"{"q":1}"#);
+        assert_eq!(Node::from_value(f.to_value()), Node::Map(f.entries.clone()));
     }
 
     #[test]
     fn spans_merge_per_key_inner_wins() {
-        let fields = |entries: &[(&str, Value)]| {
-            let mut f = Fields::default();
-            for (k, v) in entries {
-                f.insert(k, v.clone());
-            }
-            f
-        };
         let mut ctx = Vec::new();
-        merge_span(
-            &mut ctx,
-            "job",
-            &fields(&[("id", Value::Int(123)), ("count", Value::Int(1))]),
-        );
-        merge_span(&mut ctx, "empty", &Fields::default());
-        merge_span(&mut ctx, "user", &fields(&[("id", Value::Int(7))]));
-        merge_span(&mut ctx, "job", &fields(&[("count", Value::Int(2))]));
+        let job = map(&[("id", Value::Int(123)), ("count", Value::Int(1))]);
+        merge_span(&mut ctx, "job", &job);
+        merge_span(&mut ctx, "user", &map(&[("id", Value::Int(7))]));
+        merge_span(&mut ctx, "job", &map(&[("count", Value::Int(2))]));
         assert_eq!(
             ctx,
             vec![

@@ -8,7 +8,7 @@
 //! by key, the innermost span winning. Leaving a span needs nothing: the
 //! next event's scope no longer holds it.
 
-use crate::fields::{merge_span, Fields};
+use crate::fields::{merge_span, Entries, Fields, Node};
 use crate::handle::Handle;
 use crate::record::{current_thread, level_name, now, on_sender_thread, Record};
 use crate::visit::Collect;
@@ -16,7 +16,7 @@ use timber_core::Value;
 use tracing::span::{Attributes, Id, Record as Values};
 use tracing::{Event, Subscriber};
 use tracing_subscriber::layer::Context;
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::registry::{LookupSpan, SpanRef};
 use tracing_subscriber::Layer;
 
 /// Sends every event it sees to timber. Add it to a
@@ -27,9 +27,29 @@ pub struct TimberLayer {
     handle: Handle,
 }
 
-/// A span's fields, kept in its extensions.
+/// A span's fields, kept in its extensions as the context entry they
+/// make: `[(span name, {fields})]`, or nothing for a span without fields.
+/// An event inside one span with fields (the common case) sends this
+/// entry as it is, with no copy.
 #[derive(Debug)]
-struct SpanFields(Fields);
+struct SpanFields(Entries);
+
+impl SpanFields {
+    fn new(name: &str, fields: Fields) -> Self {
+        if fields.is_empty() {
+            Self(Vec::new())
+        } else {
+            Self(vec![(name.into(), fields.to_value())])
+        }
+    }
+
+    fn into_fields(self) -> Fields {
+        match self.0.into_iter().next().map(|(_, v)| Node::from_value(v)) {
+            Some(Node::Map(entries)) => Fields { entries },
+            _ => Fields::default(),
+        }
+    }
+}
 
 impl TimberLayer {
     pub(crate) fn new(handle: Handle) -> Self {
@@ -86,7 +106,8 @@ where
     let Some(span) = ctx.span(id) else { return };
     let mut visitor = Collect::span(Fields::default());
     attrs.record(&mut visitor);
-    span.extensions_mut().insert(SpanFields(visitor.fields));
+    span.extensions_mut()
+        .insert(SpanFields::new(span.name(), visitor.fields));
 }
 
 /// Adds what `span.record(...)` gives to the span's fields.
@@ -98,11 +119,11 @@ where
     let mut extensions = span.extensions_mut();
     let fields = extensions
         .remove::<SpanFields>()
-        .map(|f| f.0)
+        .map(SpanFields::into_fields)
         .unwrap_or_default();
     let mut visitor = Collect::span(fields);
     values.record(&mut visitor);
-    extensions.insert(SpanFields(visitor.fields));
+    extensions.insert(SpanFields::new(span.name(), visitor.fields));
 }
 
 /// Reads an event and the context of its scope, and hands both to `emit`.
@@ -116,14 +137,6 @@ pub(crate) fn read_event<S>(
     let time = now();
     let mut visitor = Collect::event();
     event.record(&mut visitor);
-    let mut context = Vec::new();
-    if let Some(scope) = ctx.event_scope(event) {
-        for span in scope.from_root() {
-            if let Some(SpanFields(fields)) = span.extensions().get::<SpanFields>() {
-                merge_span(&mut context, span.name(), fields);
-            }
-        }
-    }
     let meta = event.metadata();
     let record = Record {
         time,
@@ -137,6 +150,30 @@ pub(crate) fn read_event<S>(
         error: visitor.error.take(),
         thread: current_thread(),
     };
+    // The spans with fields, innermost first; with one, its entry is the
+    // context as it is.
+    let has_fields = |span: &SpanRef<'_, S>| {
+        span.extensions()
+            .get::<SpanFields>()
+            .is_some_and(|f| !f.0.is_empty())
+    };
+    let mut scope = ctx.event_scope(event).into_iter().flatten();
+    let Some(inner) = scope.by_ref().find(has_fields) else {
+        return emit(&record, &[]);
+    };
+    if !scope.any(|span| has_fields(&span)) {
+        let extensions = inner.extensions();
+        let entry = extensions.get::<SpanFields>().map_or(&[][..], |f| &f.0);
+        return emit(&record, entry);
+    }
+    let mut context = Vec::new();
+    for span in inner.scope().from_root() {
+        if let Some(SpanFields(entry)) = span.extensions().get::<SpanFields>() {
+            for (name, fields) in entry {
+                merge_span(&mut context, name, fields);
+            }
+        }
+    }
     emit(&record, &context);
 }
 

@@ -112,7 +112,10 @@ impl<'kvs> VisitSource<'kvs> for Pairs {
             Value::Str(text) if key.as_str() == ERROR_FIELD && self.error.is_none() => {
                 self.error = Some(error_from_text(text.into()));
             }
-            value => self.fields.insert(key.as_str(), value),
+            // `log` keys are not 'static: owned keys.
+            value => self.fields.insert_with(key.as_str(), value, |s| {
+                std::borrow::Cow::Owned(s.to_owned())
+            }),
         }
         Ok(())
     }
@@ -189,14 +192,14 @@ mod tests {
             ("total".into(), Value::Float(520.23)),
         ]);
         assert_eq!(
-            p.fields.entries,
-            vec![
+            p.fields.to_value(),
+            Value::Map(vec![
                 ("order".into(), order),
                 ("ok".into(), Value::Bool(true)),
                 ("who".into(), Value::Str("ann".into())),
                 ("shown".into(), Value::Str("127.0.0.1".into())),
                 ("big".into(), Value::Str(u128::MAX.to_string().into())),
-            ]
+            ])
         );
         assert!(p.error.is_none());
     }

@@ -2,7 +2,7 @@
 //! `log` record says (level, message, fields, error, call site), with the
 //! thread and the process it came from. The engine decides the frame.
 
-use crate::fields::Fields;
+use crate::fields::{Fields, Node};
 use std::rc::Rc;
 use std::sync::OnceLock;
 use timber_core::{ErrorInfo, Event, Runtime, Sink, System, Time};
@@ -58,9 +58,9 @@ impl Event for Record<'_> {
         }
     }
     fn system(&self) -> System<'_> {
-        // pid and hostname are filled in by core, as for Python.
+        // The hostname is filled in by core, as for Python.
         System {
-            pid: None,
+            pid: Some(pid()),
             process_name: process_name(),
             hostname: None,
         }
@@ -75,7 +75,7 @@ impl Event for Record<'_> {
         &self.fields.entries[i].0
     }
     fn extra_is_map(&self, i: usize) -> bool {
-        matches!(self.fields.entries[i].1, timber_core::Value::Map(_))
+        matches!(self.fields.entries[i].1, Node::Map(_))
     }
     fn write_extra<S: Sink>(&self, i: usize, _key: &str, sink: &mut S) {
         self.fields.entries[i].1.write(sink);
@@ -139,6 +139,14 @@ fn next_thread_number() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The process id, read once: `getpid` is a system call, and a Rust
+/// process that forks without `exec` has no engine in the child anyway
+/// (its sender threads do not survive `fork`).
+fn pid() -> i64 {
+    static PID: OnceLock<i64> = OnceLock::new();
+    *PID.get_or_init(|| i64::from(std::process::id()))
 }
 
 /// The executable's file name, read once.

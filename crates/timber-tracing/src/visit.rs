@@ -31,6 +31,8 @@ impl Collect {
     pub fn event() -> Self {
         Self {
             event: true,
+            // One allocation for most messages, rather than one per doubling.
+            message: String::with_capacity(128),
             ..Self::default()
         }
     }
