@@ -41,10 +41,12 @@ demo: build
 bench: build
 	$(PY) bench/run.py
 	$(PY) bench/collector.py
+	cargo bench -p timber-tracing --bench app_thread --locked
 
 bench-quick: build
 	$(PY) bench/run.py --quick
 	$(PY) bench/collector.py --quick
+	cargo bench -p timber-tracing --bench app_thread --locked -- --quick
 
 # Coverage-guided fuzzing of the collector's body decoders (libFuzzer).
 # cargo-fuzz wants nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain

@@ -14,16 +14,24 @@
 //! use tracing_subscriber::prelude::*;
 //!
 //! fn main() -> Result<(), timber_tracing::Error> {
-//!     // TIMBER_API_KEY, TIMBER_SOURCE_ID (and TIMBER_HOST) from the environment.
-//!     let (layer, _guard) = timber_tracing::builder().build()?;
+//!     let (layer, _guard) = timber_tracing::builder()
+//!         .source_id("YOUR_SOURCE_ID")
+//!         .api_key("YOUR_API_KEY")
+//!         .build()?;
 //!     tracing_subscriber::registry().with(layer).init();
 //!
 //!     let _user = tracing::info_span!("user", id = 123).entered();
-//!     tracing::info!(order_placed.id = 1234, order_placed.total = 520.23,
-//!                    "Order #1234 placed, total: $520.23");
+//!     tracing::info!(
+//!         order_placed.id = 1234,
+//!         order_placed.total = 520.23,
+//!         "Order #1234 placed, total: $520.23"
+//!     );
 //!     Ok(())
-//! } // _guard dropped: everything logged is delivered (within shutdown_timeout)
+//! } // _guard dropped here: what was logged is delivered (within shutdown_timeout)
 //! ```
+//!
+//! (The README's Rust example is this one; `tests/readme.rs` keeps them
+//! the same, so the README's compiles.)
 //!
 //! - The `message` field is the message; every other field of the event is
 //!   an extra at the frame's top level, a dotted name nesting into maps
