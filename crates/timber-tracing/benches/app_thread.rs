@@ -205,9 +205,12 @@ fn main() {
         md.push_str(&format!("- **{name}**: {what}\n"));
     }
     print!("{md}");
-    let out = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../bench/results/tracing.md"
-    );
-    std::fs::write(out, md).expect("bench/results/tracing.md written");
+    // A quick run never overwrites the full run's table.
+    let name = if quick {
+        "tracing-quick.md"
+    } else {
+        "tracing.md"
+    };
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/results");
+    std::fs::write(out.join(name), md).expect("the results table is written");
 }

@@ -2,19 +2,15 @@
 //! work that ends it and counts what it delivered: `tracing-subscriber`'s
 //! JSON formatter through `tracing-appender`'s non-blocking writer into a
 //! file, and OpenTelemetry's tracing appender with its batch processor and
-//! the official OTLP/HTTP exporter into a minimal OTLP sink on 127.0.0.1.
+//! the official OTLP/HTTP exporter into the tests' minimal OTLP sink on
+//! 127.0.0.1.
 //!
 //! The OTLP exporter's HTTP client is ureq (already in this workspace)
 //! rather than reqwest, which would bring an async runtime; it runs on the
 //! batch processor's own thread, so the application thread never sees it.
 
 use bytes::Bytes;
-use prost::Message;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use tracing::Dispatch;
 use tracing_subscriber::layer::SubscriberExt;
 
@@ -42,7 +38,7 @@ pub fn json_file(path: &Path) -> (Dispatch, Finish) {
 /// exporter, with their defaults, into a sink of its own.
 pub fn opentelemetry() -> (Dispatch, Finish) {
     use opentelemetry_otlp::{Protocol, WithExportConfig, WithHttpConfig};
-    let sink = OtlpSink::start();
+    let sink = crate::support::OtlpSink::start(false);
     let exporter = opentelemetry_otlp::LogExporter::builder()
         .with_http()
         .with_http_client(UreqClient(ureq_agent()))
@@ -57,7 +53,7 @@ pub fn opentelemetry() -> (Dispatch, Finish) {
     let dispatch = Dispatch::new(tracing_subscriber::registry().with(bridge));
     let finish = Box::new(move || {
         let _ = provider.shutdown();
-        sink.records.load(Ordering::Relaxed)
+        sink.records()
     });
     (dispatch, finish)
 }
@@ -86,72 +82,5 @@ impl opentelemetry_http::HttpClient for UreqClient {
         let body = response.body_mut().read_to_vec()?;
         let (parts, _) = response.into_parts();
         Ok(http::Response::from_parts(parts, Bytes::from(body)))
-    }
-}
-
-/// A minimal OTLP/HTTP receiver: answers every request 200 and counts the
-/// log records of the protobuf bodies it decodes.
-struct OtlpSink {
-    url: String,
-    records: Arc<AtomicU64>,
-}
-
-impl OtlpSink {
-    fn start() -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        let records = Arc::new(AtomicU64::new(0));
-        let counted = records.clone();
-        std::thread::spawn(move || {
-            for conn in listener.incoming().flatten() {
-                let counted = counted.clone();
-                std::thread::spawn(move || serve(conn, &counted));
-            }
-        });
-        Self { url, records }
-    }
-}
-
-/// Serves one keep-alive connection until the client closes it.
-fn serve(conn: TcpStream, records: &AtomicU64) {
-    let mut writer = conn.try_clone().expect("a second handle");
-    let mut reader = BufReader::new(conn);
-    loop {
-        let mut length = 0usize;
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                return;
-            }
-            let header = line.trim_end();
-            if header.is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':') {
-                if name.eq_ignore_ascii_case("content-length") {
-                    length = value.trim().parse().unwrap_or(0);
-                }
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).is_err() {
-            return;
-        }
-        type Request = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
-        if let Ok(request) = Request::decode(body.as_slice()) {
-            let n: usize = request
-                .resource_logs
-                .iter()
-                .flat_map(|r| &r.scope_logs)
-                .map(|s| s.log_records.len())
-                .sum();
-            records.fetch_add(n as u64, Ordering::Relaxed);
-        }
-        let answer =
-            "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
-        if writer.write_all(answer.as_bytes()).is_err() {
-            return;
-        }
     }
 }

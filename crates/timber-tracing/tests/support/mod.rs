@@ -4,15 +4,17 @@
 //! cargo built next to the test.
 //!
 //! Both binaries are built (or found up to date) by cargo, into the same
-//! target directory and profile as the test.
+//! target directory and profile as the test. And a minimal OTLP/HTTP sink,
+//! for `destination = "otlp"` and the OpenTelemetry peer of the benchmark.
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The profile directory the running test (or benchmark) was built into:
@@ -191,4 +193,95 @@ pub fn run(command: &mut Command) -> std::process::Output {
         String::from_utf8_lossy(&out.stderr)
     );
     out
+}
+
+/// A decoded OTLP logs request.
+pub type OtlpRequest = opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+
+/// A minimal OTLP/HTTP receiver on 127.0.0.1: answers every request 200,
+/// counts the log records of the (uncompressed) protobuf bodies it decodes
+/// and, if asked, keeps the requests.
+pub struct OtlpSink {
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
+    records: Arc<AtomicU64>,
+    kept: Option<Arc<Mutex<Vec<OtlpRequest>>>>,
+}
+
+impl OtlpSink {
+    /// Starts one; `keep` keeps every decoded request.
+    pub fn start(keep: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let records = Arc::new(AtomicU64::new(0));
+        let kept = keep.then(|| Arc::new(Mutex::new(Vec::new())));
+        let (counted, keeping) = (records.clone(), kept.clone());
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let (counted, keeping) = (counted.clone(), keeping.clone());
+                std::thread::spawn(move || serve(conn, &counted, keeping.as_deref()));
+            }
+        });
+        Self { url, records, kept }
+    }
+
+    /// Log records received so far.
+    pub fn records(&self) -> u64 {
+        self.records.load(Ordering::Relaxed)
+    }
+
+    /// The requests received so far (with `keep`).
+    pub fn requests(&self) -> Vec<OtlpRequest> {
+        self.kept
+            .as_ref()
+            .map(|k| k.lock().unwrap().clone())
+            .unwrap_or_default()
+    }
+}
+
+/// Serves one keep-alive connection until the client closes it.
+fn serve(conn: TcpStream, records: &AtomicU64, kept: Option<&Mutex<Vec<OtlpRequest>>>) {
+    use prost::Message;
+    let mut writer = conn.try_clone().expect("a second handle");
+    let mut reader = BufReader::new(conn);
+    loop {
+        let mut length = 0usize;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                return;
+            }
+            let header = line.trim_end();
+            if header.is_empty() {
+                break;
+            }
+            if let Some((name, value)) = header.split_once(':') {
+                if name.eq_ignore_ascii_case("content-length") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+        }
+        let mut body = vec![0; length];
+        if reader.read_exact(&mut body).is_err() {
+            return;
+        }
+        if let Ok(request) = OtlpRequest::decode(body.as_slice()) {
+            let n: usize = request
+                .resource_logs
+                .iter()
+                .flat_map(|r| &r.scope_logs)
+                .map(|s| s.log_records.len())
+                .sum();
+            records.fetch_add(n as u64, Ordering::Relaxed);
+            if let Some(kept) = kept {
+                kept.lock().unwrap().push(request);
+            }
+        }
+        let answer =
+            "HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n";
+        if writer.write_all(answer.as_bytes()).is_err() {
+            return;
+        }
+    }
 }
