@@ -7,9 +7,16 @@ STAMP   := $(VENV)/.setup-stamp
 export VIRTUAL_ENV := $(abspath $(VENV))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: setup build lint test test-rust test-py demo bench bench-quick fuzz clean
+.PHONY: setup clickhouse build lint test test-rust test-py demo bench bench-quick fuzz clean
 
-setup: $(STAMP)
+setup: $(STAMP) clickhouse
+
+# The ClickHouse tests run a real server, Debian's package (apt needs root);
+# nothing is done when one is installed already.
+clickhouse:
+	@command -v clickhouse-server >/dev/null || test -x /usr/sbin/clickhouse-server || \
+		{ SUDO=$$(test "$$(id -u)" = 0 || echo sudo); \
+		  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq clickhouse-server; }
 
 $(STAMP): requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -41,11 +48,13 @@ demo: build
 bench: build
 	$(PY) bench/run.py
 	$(PY) bench/collector.py
+	$(PY) bench/asgi.py
 	cargo bench -p timber-tracing --bench app_thread --locked
 
 bench-quick: build
 	$(PY) bench/run.py --quick
 	$(PY) bench/collector.py --quick
+	$(PY) bench/asgi.py --quick
 	cargo bench -p timber-tracing --bench app_thread --locked -- --quick
 
 # Coverage-guided fuzzing of the collector's body decoders (libFuzzer).

@@ -38,7 +38,13 @@ def read_frames(out: Path, source: str) -> list[dict[str, Any]]:
 class Collector:
     """A running `python -m timber collect` on a free port of 127.0.0.1."""
 
-    def __init__(self, out: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        out: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], Any] | None = None,
+    ) -> None:
         self.out = out
         env = {k: v for k, v in os.environ.items() if k != "TIMBER_API_KEY"} | (env or {})
         self.stderr_path = out.with_name(out.name + ".stderr")
@@ -50,6 +56,7 @@ class Collector:
                 stderr=err,
                 text=True,
                 env=env,
+                preexec_fn=preexec_fn,
             )
         assert self.proc.stdout is not None
         self.banner = self.proc.stdout.readline()

@@ -64,9 +64,9 @@ class Request:
 
 @dataclass
 class Step:
-    """One scripted answer: an HTTP status (with an optional Retry-After),
-    ``"hang"`` (answer nothing for ``seconds``), or ``"reset"`` (close the
-    connection without answering)."""
+    """One scripted answer: an HTTP status (with an optional Retry-After or
+    Location), ``"hang"`` (answer nothing for ``seconds``), or ``"reset"``
+    (close the connection without answering)."""
 
     status: int | str
     retry_after: str | None = None
@@ -93,6 +93,20 @@ class FaultServer:
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
+
+            def refuse(self) -> None:
+                # Any other method is recorded too (a client following a
+                # redirect may turn the POST into a GET), and refused.
+                with server._lock:
+                    server.requests.append(
+                        Request(self.path, dict(self.headers.items()), [], self.command, 0)
+                    )
+                    server._lock.notify_all()
+                self.send_response(405)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            do_GET = do_PUT = do_DELETE = refuse
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0")))

@@ -31,29 +31,12 @@ class LimitedCollector(Collector):
     """`timber collect` started with a lowered soft RLIMIT_NOFILE."""
 
     def __init__(self, out: Path, nofile: int, *args: str) -> None:
-        self.out = out
-        env = {k: v for k, v in os.environ.items() if k != "TIMBER_API_KEY"}
-        self.stderr_path = out.with_name(out.name + ".stderr")
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        command = [sys.executable, "-m", "timber", "collect", "--listen", "127.0.0.1:0"]
-        with self.stderr_path.open("wb") as err:
-            self.proc = subprocess.Popen(
-                [*command, "--out", str(out), *args],
-                stdout=subprocess.PIPE,
-                stderr=err,
-                text=True,
-                env=env,
-                preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard)),
-            )
-        assert self.proc.stdout is not None
-        self.banner = self.proc.stdout.readline()
-        match = re.search(r"listening on http://127\.0\.0\.1:(\d+)", self.banner)
-        if match is None:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"collector did not start: {self.banner!r} {self.stderr()!r}")
-        self.port = int(match.group(1))
-        self.url = f"http://127.0.0.1:{self.port}"
+        super().__init__(
+            out,
+            *args,
+            preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, hard)),
+        )
 
 
 @pytest.fixture

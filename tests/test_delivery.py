@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import json
 import logging
 import signal
 import socket
@@ -17,6 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 import timber
 from fault_server import FaultServer, Step, free_port, run_python, timber_env
@@ -242,3 +245,123 @@ def test_nothing_the_engine_does_is_logged_back(server: FaultServer) -> None:
         h.close()
     assert [f["message"] for f in server.frames] == ["the only record"]
     assert h.stats()["accepted"] == 1
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+def test_redirects_are_refused_and_never_followed(status: int) -> None:
+    # The final server would accept everything: a client that followed the
+    # redirect would deliver there (or, turning the POST into a GET, lose the
+    # batch while counting it sent) and hand the key to another host.
+    final = FaultServer(script=[200] * 20)
+    first = FaultServer()
+    try:
+        target = f"{final.host}/sources/s/frames"
+        first.add_script([Step(status, location=target)] * 20)
+        key = "redirect-key-never-printed"
+        proc = run_python(
+            """
+            import json, logging, timber
+            log = logging.getLogger("redirect")
+            h = timber.TimberHandler(flush_interval=60)
+            log.addHandler(h)
+            for i in range(3):
+                log.error("moved", extra={"i": i})
+            h.flush()
+            print(json.dumps(h.stats()))
+            """,
+            timber_env(first.host, api_key=key),
+        )
+        assert proc.returncode == 0, proc.stderr
+        stats = json.loads(proc.stdout)
+        assert final.requests == []
+        assert [r.status for r in first.requests] == [status]
+        assert stats["sent"] == 0
+        assert stats["dropped_by_reason"]["rejected"] == 3
+        assert f"the endpoint redirects ({status}) to {target}; set host to the final URL" in (
+            proc.stderr
+        )
+        assert key not in proc.stderr
+        assert proc.stderr.splitlines()[-1] == (
+            "timber: 3 of 3 records were not delivered (rejected: 3)"
+        )
+    finally:
+        first.close()
+        final.close()
+
+
+POOL_APP = """
+import logging, multiprocessing, sys, timber
+log = logging.getLogger("pool")
+log.setLevel(logging.INFO)
+log.addHandler(timber.TimberHandler(flush_interval=60))
+
+
+def task(n):
+    for i in range(100):
+        log.info("from a task", extra={"n": n, "i": i})
+    return n
+
+
+if __name__ == "__main__":
+    ctx = multiprocessing.get_context(sys.argv[1])
+    # Leaving the block calls terminate(): every worker gets SIGTERM.
+    with ctx.Pool(2) as p:
+        assert p.map(task, range(8)) == list(range(8))
+"""
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn", "forkserver"])
+def test_pool_workers_deliver_when_the_pool_terminates_them(
+    server: FaultServer, tmp_path: Path, method: str
+) -> None:
+    app = tmp_path / "pool_app.py"
+    app.write_text(POOL_APP)
+    proc = subprocess.run(
+        [sys.executable, str(app), method],
+        env=timber_env(server.host),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    frames = server.wait_for_frames(800, timeout=10)
+    assert sorted((f["n"], f["i"]) for f in frames) == [
+        (n, i) for n in range(8) for i in range(100)
+    ]
+
+
+def test_a_program_that_handles_sigterm_keeps_its_handler(server: FaultServer) -> None:
+    proc = run(
+        """
+        import logging, multiprocessing, signal, timber
+        log = logging.getLogger("own")
+        log.addHandler(timber.TimberHandler(flush_interval=60))
+
+        def own(signum, frame):
+            raise SystemExit(0)
+
+        def child(q):
+            signal.signal(signal.SIGTERM, own)
+            log.warning("child")
+            q.put(signal.getsignal(signal.SIGTERM) is own)
+
+        def plain(q):
+            q.put(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+
+        if __name__ == "__main__":
+            ctx = multiprocessing.get_context("fork")
+            q = ctx.Queue()
+            for target in (child, plain):
+                p = ctx.Process(target=target, args=(q,))
+                p.start()
+                print(q.get())
+                p.join()
+            print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL)
+        """,
+        server.host,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # The child's own handler stays; a child that has not set one gets
+    # timber's; the main process is left alone.
+    assert proc.stdout.split() == ["True", "False", "True"]

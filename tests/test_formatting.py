@@ -150,3 +150,54 @@ def test_queue_listener_keeps_the_callers_context(
     assert "request" not in frames["outside"]["context"]
     assert "_timber_context" not in frames["inside"]
     h.close()
+
+
+SECRETS = {"password": "hunter2", "Authorization": "Bearer s3cret"}
+
+
+def test_redacted_keys_never_leave_the_process(server: FaultServer, logger: logging.Logger) -> None:
+    h = timber.TimberHandler(
+        api_key="k", source_id="s", host=server.host, redact=["password", "authorization"]
+    )
+    logger.addHandler(h)
+    with timber.context(request={"headers": {"Authorization": SECRETS["Authorization"]}}):
+        logger.info(
+            "login",
+            extra={"user": {"name": "ann", "password": SECRETS["password"]}, "PASSWORD": "x"},
+        )
+    h.flush()
+    [request] = server.requests
+    assert b"hunter2" not in request.body and b"s3cret" not in request.body
+    [frame] = server.frames
+    assert frame["user"] == {"name": "ann", "password": "[REDACTED]"}
+    assert frame["PASSWORD"] == "[REDACTED]"
+    assert frame["context"]["request"]["headers"] == {"Authorization": "[REDACTED]"}
+    h.close()
+
+
+def test_redaction_in_the_formatter_and_from_dict_config() -> None:
+    f = timber.TimberFormatter(redact=["password"])
+    frame = json.loads(f.format(record("x", creds={"Password": "p", "user": "u"})))
+    assert frame["creds"] == {"Password": "[REDACTED]", "user": "u"}
+    logging.config.dictConfig(
+        {
+            "version": 1,
+            "disable_existing_loggers": False,
+            "handlers": {
+                "t": {
+                    "class": "timber.TimberHandler",
+                    "api_key": "k",
+                    "source_id": "s",
+                    "host": "http://127.0.0.1:9",
+                    "redact": ["password", "token"],
+                }
+            },
+            "loggers": {"redacting": {"handlers": ["t"]}},
+        }
+    )
+    h = logging.getLogger("redacting").handlers[0]
+    try:
+        assert h.redact == ["password", "token"]  # type: ignore[attr-defined]
+    finally:
+        logging.getLogger("redacting").removeHandler(h)
+        h.close()

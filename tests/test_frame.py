@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import random
 import re
 import sys
 from typing import Any
@@ -238,3 +239,47 @@ def test_json_default_and_encoder_take_precedence() -> None:
     frame = json.loads(timber.Formatter(json_encoder=Failing).format(record))
     assert frame["when"] == "2020-01-01"
     assert frame["price"].startswith("<")
+
+
+def test_a_created_time_that_is_no_time_becomes_the_time_of_the_call(
+    server: FaultServer,
+) -> None:
+    def no_time(record: logging.LogRecord) -> bool:
+        record.created = float("nan") if record.msg == "nan" else float("inf")
+        return True
+
+    h = timber.TimberHandler(api_key="k", source_id="s", host=server.host)
+    h.addFilter(no_time)
+    before = datetime.datetime.now(datetime.timezone.utc)
+    h.handle(make_record("nan", ()))
+    h.handle(make_record("inf", ()))
+    after = datetime.datetime.now(datetime.timezone.utc)
+    h.close()
+    frames = server.wait_for_frames(2)
+    assert [f["message"] for f in frames] == ["nan", "inf"]
+    for f in frames:
+        dt = datetime.datetime.strptime(f["dt"], "%Y-%m-%dT%H:%M:%S.%fZ")
+        dt = dt.replace(tzinfo=datetime.timezone.utc)
+        assert before - datetime.timedelta(seconds=1) <= dt <= after + datetime.timedelta(seconds=1)
+
+
+def test_dt_is_what_python_shows_for_record_created(server: FaultServer) -> None:
+    rng = random.Random(18)
+    # Whole range of plausible times, before and after the epoch, and values
+    # that sit on a rounding edge (x.5 microseconds, just under a second).
+    times = [rng.uniform(-2e9, 4e9) for _ in range(9_000)]
+    times += [
+        rng.randrange(-(10**9), 4 * 10**9) + rng.randrange(10**6) / 1e6 + 5e-7 for _ in range(500)
+    ]
+    times += [rng.randrange(-(10**9), 4 * 10**9) + 0.9999996 for _ in range(500)]
+    records = []
+    for i, created in enumerate(times):
+        r = make_record("t %s", (i,))
+        r.created = created
+        records.append(r)
+    frames = ship(server, *records, buffer_capacity=1000)
+    assert len(frames) == len(times)
+    for f in frames:
+        created = times[int(f["message"][2:])]
+        expected = datetime.datetime.fromtimestamp(created, datetime.timezone.utc)
+        assert f["dt"] == expected.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), created

@@ -77,3 +77,120 @@ def test_exit_is_bounded_on_newer_interpreters(server: FaultServer, name: str) -
     )
     assert proc.returncode == 0, proc.stderr
     assert "1 of 1 records were not delivered" in proc.stderr
+
+
+EVERY = ["python3.10", "python3.11", "python3.12", "python3.13"]
+
+
+@pytest.mark.parametrize("name", EVERY)
+def test_exit_hooks_registered_before_timber_log_into_an_open_handler(
+    server: FaultServer, name: str
+) -> None:
+    proc = run(
+        interpreter(name),
+        server.host,
+        """
+        import atexit, logging
+        log = logging.getLogger("early-hook")
+        log.setLevel(logging.INFO)
+
+        def log_at_exit():
+            for i in range(100):
+                log.info("from an exit hook", extra={"i": i})
+
+        # Registered before timber is imported (and before multiprocessing,
+        # whose exit hook runs timber's finalizer in children): exit hooks
+        # run last-registered first, so this one runs after both.
+        atexit.register(log_at_exit)
+        import multiprocessing.util
+        import timber
+        log.addHandler(timber.TimberHandler(flush_interval=60))
+        """,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert sorted(f["i"] for f in server.frames) == list(range(100))
+
+
+@pytest.mark.parametrize("name", EVERY)
+def test_a_queue_drained_into_the_handler_at_exit_is_delivered(
+    server: FaultServer, name: str
+) -> None:
+    # As loguru's enqueue=True sinks: a thread writes queued records into
+    # the handler, and an exit hook registered before the handler existed
+    # drains the queue and stops the thread.
+    proc = run(
+        interpreter(name),
+        server.host,
+        """
+        import atexit, logging, queue, threading
+        log = logging.getLogger("queued")
+        log.setLevel(logging.INFO)
+        pending = queue.Queue()
+        go = threading.Event()
+
+        def sink():
+            go.wait()
+            while (i := pending.get()) is not None:
+                log.info("drained at exit", extra={"i": i})
+
+        worker = threading.Thread(target=sink, daemon=True)
+        worker.start()
+
+        def stop():
+            pending.put(None)
+            go.set()
+            worker.join()
+
+        atexit.register(stop)
+        import timber
+        log.addHandler(timber.TimberHandler(flush_interval=60))
+        for i in range(100):
+            pending.put(i)
+        """,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert sorted(f["i"] for f in server.frames) == list(range(100))
+
+
+@pytest.mark.parametrize("name", EVERY)
+def test_records_logged_after_timber_closed_at_exit_are_in_the_last_line(
+    server: FaultServer, name: str
+) -> None:
+    # What runs after logging's own exit hook finds the handler closed: an
+    # exit hook registered before logging was imported, and a __del__ during
+    # interpreter finalization. Those records are refused and counted, and
+    # the last line on stderr counts them.
+    proc = run(
+        interpreter(name),
+        server.host,
+        """
+        import atexit
+
+        def too_late():
+            import logging
+            for i in range(10):
+                logging.getLogger("late").error("after close", extra={"i": 1000 + i})
+
+        atexit.register(too_late)
+        import logging, timber
+        log = logging.getLogger("late")
+        log.addHandler(timber.TimberHandler(flush_interval=60))
+
+        class LogsWhenCollected:
+            def __init__(self):
+                self.log = log
+
+            def __del__(self):
+                self.log.error("from __del__", extra={"i": 2000})
+
+        keep = LogsWhenCollected()
+        for i in range(100):
+            log.error("before exit", extra={"i": i})
+        """,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(f["i"] for f in server.frames) == list(range(100))
+    last = proc.stderr.splitlines()[-1]
+    assert last == "timber: 11 of 111 records were not delivered (shutdown: 11)", proc.stderr

@@ -276,3 +276,51 @@ def test_same_calls_as_the_official_sdk(receiver: FaultServer, logger: logging.L
         for key, v in ta.items():
             assert ma.get(key) == v, (key, ma.get(key), v)
     ours.close()
+
+
+def test_trace_ids_from_a_record_factory(server: FaultServer) -> None:
+    """opentelemetry-instrumentation-logging puts otelTraceID/otelSpanID on
+    each record when it is made: they are the record's trace (read even
+    where the span is no longer current), never extras."""
+    from opentelemetry.instrumentation.logging import LoggingInstrumentor
+    from opentelemetry.sdk.trace import TracerProvider
+
+    tracer = TracerProvider().get_tracer("t")
+    LoggingInstrumentor().instrument(
+        set_logging_format=False, inject_trace_context=True, enable_log_auto_instrumentation=False
+    )
+    try:
+        log = logging.getLogger("factory")
+        with tracer.start_as_current_span("made here") as span:
+            ctx = span.get_span_context()
+            record = log.makeRecord("factory", logging.INFO, "f.py", 1, "made in a span", (), None)
+        assert record.otelTraceID == f"{ctx.trace_id:032x}"  # type: ignore[attr-defined]
+    finally:
+        LoggingInstrumentor().uninstrument()
+    h = timber.TimberHandler(api_key="k", source_id="s", host=server.host)
+    h.handle(record)  # outside the span now
+    h.flush()
+    [frame] = server.frames
+    assert frame["context"]["trace"]["trace_id"] == f"{ctx.trace_id:032x}"
+    assert frame["context"]["trace"]["span_id"] == f"{ctx.span_id:016x}"
+    assert not {"otelTraceID", "otelSpanID", "otelTraceSampled", "otelServiceName"} & set(frame)
+    h.close()
+
+
+def test_redaction_applies_to_otlp_attributes(
+    receiver: FaultServer, logger: logging.Logger
+) -> None:
+    h = otlp_handler(receiver.host, redact="password,api_key")
+    logger.addHandler(h)
+    with timber.context(auth={"api_key": "k-123"}):
+        logger.info("x", extra={"password": "p-456", "nested": {"list": [{"PASSWORD": "p-789"}]}})
+    h.flush()
+    [request] = receiver.requests
+    for secret in (b"k-123", b"p-456", b"p-789"):
+        assert secret not in request.body
+    [(_, rec)] = records(receiver)
+    a = attrs(rec)
+    assert a["password"] == "[REDACTED]"
+    assert a["nested"] == {"list": [{"PASSWORD": "[REDACTED]"}]}
+    assert a["auth"] == {"api_key": "[REDACTED]"}
+    h.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from timber import _engine
@@ -21,7 +21,7 @@ class TimberFormatter(logging.Formatter):
     ``json.dumps(default=...)``; ``json_encoder`` (a ``json.JSONEncoder``
     subclass) encodes the frame instead of the built-in encoder. Either takes
     precedence over timber's own conversion, which still applies when they
-    fail.
+    fail. ``redact`` names keys whose values are written as ``[REDACTED]``.
     """
 
     def __init__(
@@ -31,6 +31,7 @@ class TimberFormatter(logging.Formatter):
         json_encoder: type[json.JSONEncoder] | None = None,
         *args: Any,
         include_extra_attributes: bool = True,
+        redact: Iterable[str] = (),
         **kwargs: Any,
     ) -> None:
         if any(isinstance(a, str) for a in (context, json_default, json_encoder)):
@@ -46,7 +47,7 @@ class TimberFormatter(logging.Formatter):
         self.include_extra_attributes = include_extra_attributes
         var, global_context = self.context._sources()
         self._format = _engine.JsonFormat(
-            var, global_context, include_extra_attributes, json_default
+            var, global_context, include_extra_attributes, json_default, list(redact)
         )
 
     def format(self, record: logging.LogRecord) -> str:

@@ -8,11 +8,11 @@ network: ``emit`` only encodes and buffers.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import logging.handlers
 import os
 import sys
+import threading
 import weakref
 from typing import Any
 
@@ -161,6 +161,11 @@ class TimberHandler(logging.Handler):
     def close(self) -> None:
         """Delivers what is buffered (for at most ``shutdown_timeout``) and
         stops the sender threads. Records logged afterwards are dropped."""
+        caller = sys._getframe().f_back
+        if caller is not None and caller.f_code is _SHUTDOWN_CODE:
+            # logging.shutdown(), at exit or by hand: every handler at once,
+            # within one deadline.
+            _close_all()
         self._close(None)
 
     def _close(self, timeout: float | None) -> None:
@@ -224,8 +229,15 @@ class TimberQueueHandler(logging.handlers.QueueHandler):
 
 
 def _close_all() -> None:
-    """Closes every handler at exit, within one shared deadline: the longest
-    shutdown_timeout among them, not their sum."""
+    """Closes every handler within one shared deadline: the longest
+    shutdown_timeout among them, not their sum.
+
+    At exit this runs when ``logging.shutdown()`` closes the first timber
+    handler. logging registers that hook when it is first imported (by
+    timber at the latest), and atexit runs hooks last-registered first: every
+    exit hook registered after ``import logging`` has run by then, and what
+    it logged is delivered. In the main process timber closes from no exit
+    hook of its own, so it never closes before them."""
     import time
 
     handlers = list(_live)
@@ -251,28 +263,82 @@ _anchor = _Anchor()
 _multiprocessing_hooked = False
 
 
-def _close_at_multiprocessing_exit(_: object = None) -> None:
+def _in_multiprocessing_child(_: object = None) -> None:
+    """Set-up of a multiprocessing child (any start method), run by its
+    bootstrap before its target, or when its first handler is made.
+
+    Such a child ends with ``os._exit()`` (fork, forkserver), which skips
+    atexit, or is killed with SIGTERM (``Pool.terminate()``, which
+    ``with Pool()`` calls at the end of the block). It runs multiprocessing's
+    exit finalizers when its target returns: timber closes there. And it
+    closes on SIGTERM, unless the program handles SIGTERM itself."""
     import multiprocessing.util
 
     multiprocessing.util.Finalize(None, _close_all, exitpriority=10)
+    _close_on_sigterm()
+
+
+def _close_on_sigterm() -> None:
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        # The program (or its framework) decides what SIGTERM does.
+        return
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """Delivers within shutdown_timeout, then dies of SIGTERM as if timber
+    had never caught it (same exit status for the parent to see)."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        _close_all()
+    finally:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _hook_multiprocessing() -> None:
-    """multiprocessing children end with ``os._exit()``, which skips atexit,
-    but they run multiprocessing's finalizers first: close there too. A
-    forked child's finalizers are reset after the fork, hence the hook."""
+    """Makes every multiprocessing child set itself up (above). A child's
+    bootstrap runs the after-fork hooks (fork, forkserver); a handler made in
+    a child that is running its target, or in a spawned child while it
+    imports the main module (``_inheriting``, as multiprocessing itself
+    checks), sets it up at once."""
     global _multiprocessing_hooked
     if _multiprocessing_hooked:
         return
     _multiprocessing_hooked = True
+    import multiprocessing
+    import multiprocessing.process
     import multiprocessing.util
 
-    multiprocessing.util.register_after_fork(_anchor, _close_at_multiprocessing_exit)
-    _close_at_multiprocessing_exit()
+    multiprocessing.util.register_after_fork(_anchor, _in_multiprocessing_child)
+    current = multiprocessing.process.current_process()
+    if multiprocessing.parent_process() is not None or getattr(current, "_inheriting", False):
+        _in_multiprocessing_child()
 
 
-# Registered after logging's own exit hook, so it runs before it: records
-# already accepted are delivered without an explicit flush().
-atexit.register(_close_all)
+def _exit_begins() -> None:
+    """Python is exiting: next it joins the threads that are not daemons,
+    and only then runs atexit. One waiting for room in a handler
+    (``drop_extra_events=False``) while the endpoint is down would hold the
+    exit for as long as retries go on: it waits at most shutdown_timeout
+    more, then drops the record (``buffer_full``)."""
+    for handler in list(_live):
+        handler._engine.end_waits()
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
+# Runs when the interpreter starts exiting, before it joins threads (the
+# hook concurrent.futures uses); atexit would be too late.
+_register_threading_atexit = getattr(threading, "_register_atexit", None)
+if _register_threading_atexit is not None:
+    try:
+        _register_threading_atexit(_exit_begins)
+    except RuntimeError:
+        # Imported while the interpreter exits: no thread is joined any more.
+        pass

@@ -64,6 +64,12 @@ impl Budget {
         max_body: u64,
     ) -> Option<Reservation> {
         let bytes = decode_estimate(format, encoding, raw, max_body);
+        self.reserve_decode_bytes(bytes).await
+    }
+
+    /// Reserves `bytes` of the decode pool, for a decoder that makes its own
+    /// estimate (OTLP's).
+    pub async fn reserve_decode_bytes(&self, bytes: u64) -> Option<Reservation> {
         reserve(&self.decode, self.decode_units, bytes).await
     }
 }

@@ -6,6 +6,10 @@
 //!                                                                                                then 202
 //! ```
 //!
+//! `POST /v1/logs` takes OTLP/HTTP logs ([`otlp`]) through the same checks,
+//! stores one frame per record under the resource's `service.name`, and
+//! answers 200 as OTLP clients expect.
+//!
 //! Every frame is stored as one JSON line, all lines of a request in one
 //! write, before the request is answered. The msgpack decoder and the JSON
 //! writer are the engine's own ([`timber_core::transcode_one`], [`timber_core::Json`]).
@@ -20,6 +24,10 @@ pub mod config;
 pub mod conn;
 mod json;
 pub mod limits;
+pub mod otlp;
+mod otlp_http;
+mod otlp_json;
+mod otlp_wire;
 pub mod recent;
 pub mod server;
 pub mod store;

@@ -5,6 +5,7 @@
 //! ```text
 //! POST /sources/{source_id}/frames   Timber API
 //! POST /                             Better Stack form: stored under --root-source
+//! POST /v1/logs                      OTLP/HTTP logs: stored under each service.name, answered 200
 //! ```
 //!
 //! A request is checked in order: key (401), source id and idempotency key
@@ -30,7 +31,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::body::{self, BodyError, Encoding, Format};
-use crate::budget::{Budget, BUDGET_WAIT};
+use crate::budget::{Budget, Reservation, BUDGET_WAIT};
 use crate::conn::{self, Limits};
 use crate::recent::{valid_key, MAX_KEY_LEN};
 use crate::store::{valid_source_id, Appended, Store, StoreError};
@@ -63,6 +64,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/sources/{source_id}/frames", post(timber_frames))
         .route("/", post(better_stack_frames))
+        .route("/v1/logs", post(crate::otlp_http::otlp_logs))
         .with_state(state)
 }
 
@@ -89,7 +91,7 @@ async fn better_stack_frames(
 
 /// A refused request: a status and a one-line reason.
 #[derive(Debug)]
-struct Refusal {
+pub(crate) struct Refusal {
     status: StatusCode,
     reason: String,
 }
@@ -135,19 +137,19 @@ impl IntoResponse for Refusal {
     }
 }
 
-fn refuse(status: StatusCode, reason: &str) -> Refusal {
+pub(crate) fn refuse(status: StatusCode, reason: &str) -> Refusal {
     Refusal {
         status,
         reason: reason.to_owned(),
     }
 }
 
-fn body_refusal(err: &BodyError) -> Refusal {
+pub(crate) fn body_refusal(err: &BodyError) -> Refusal {
     let status = StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST);
     refuse(status, &err.to_string())
 }
 
-fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+pub(crate) fn header_str(headers: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     // A header that is not visible ASCII reads as a value nobody supports.
     headers.get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"))
 }
@@ -170,13 +172,18 @@ fn same_secret(a: &str, b: &str) -> bool {
             == 0
 }
 
-async fn ingest(
-    state: Arc<AppState>,
-    source_id: Option<String>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, Refusal> {
-    let token = bearer(&headers);
+/// The checks every route shares, up to a body in memory: key (401),
+/// idempotency key (400), encoding (415), size (413), memory (503), time (408).
+pub(crate) struct Received {
+    pub(crate) raw: Vec<u8>,
+    pub(crate) encoding: Encoding,
+    pub(crate) key: Option<String>,
+    /// The read pool's share, held until the request is answered.
+    pub(crate) reading: Reservation,
+}
+
+pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<Option<String>, Refusal> {
+    let token = bearer(headers);
     if let Some(key) = &state.api_key {
         if !token.is_some_and(|t| same_secret(t, key)) {
             return Err(refuse(
@@ -185,29 +192,25 @@ async fn ingest(
             ));
         }
     }
-    // The root form never names a file after the token: it is a secret.
-    let source = source_id.unwrap_or_else(|| state.root_source.clone());
-    if !valid_source_id(&source) {
-        return Err(refuse(
-            StatusCode::BAD_REQUEST,
-            "source id must be 1 to 200 characters of A-Z a-z 0-9 _ . -",
-        ));
-    }
-    let key = match headers.get(IDEMPOTENCY_KEY) {
-        None => None,
+    match headers.get(IDEMPOTENCY_KEY) {
+        None => Ok(None),
         Some(v) => match v.to_str().ok().filter(|k| valid_key(k)) {
-            Some(k) => Some(k.to_owned()),
-            None => {
-                return Err(refuse(
-                    StatusCode::BAD_REQUEST,
-                    &format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
-                ))
-            }
+            Some(k) => Ok(Some(k.to_owned())),
+            None => Err(refuse(
+                StatusCode::BAD_REQUEST,
+                &format!("Idempotency-Key must be 1 to {MAX_KEY_LEN} visible ASCII characters"),
+            )),
         },
-    };
-    let format =
-        Format::parse(header_str(&headers, header::CONTENT_TYPE)).map_err(|e| body_refusal(&e))?;
-    let encoding = Encoding::parse(header_str(&headers, header::CONTENT_ENCODING))
+    }
+}
+
+pub(crate) async fn receive(
+    state: &AppState,
+    headers: &HeaderMap,
+    key: Option<String>,
+    body: Body,
+) -> Result<Received, Refusal> {
+    let encoding = Encoding::parse(header_str(headers, header::CONTENT_ENCODING))
         .map_err(|e| body_refusal(&e))?;
     let max_body = state.max_body;
     let wire_limit = encoding.wire_limit(max_body);
@@ -232,12 +235,44 @@ async fn ingest(
             ReadError::TooLarge => body_refusal(&BodyError::TooLarge(max_body)),
             ReadError::Broken(reason) => refuse(StatusCode::BAD_REQUEST, &reason),
         })?;
+    Ok(Received {
+        raw,
+        encoding,
+        key,
+        reading,
+    })
+}
+
+async fn ingest(
+    state: Arc<AppState>,
+    source_id: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
+    let key = authorize(&state, &headers)?;
+    // The root form never names a file after the token: it is a secret.
+    let source = source_id.unwrap_or_else(|| state.root_source.clone());
+    if !valid_source_id(&source) {
+        return Err(refuse(
+            StatusCode::BAD_REQUEST,
+            "source id must be 1 to 200 characters of A-Z a-z 0-9 _ . -",
+        ));
+    }
+    let format =
+        Format::parse(header_str(&headers, header::CONTENT_TYPE)).map_err(|e| body_refusal(&e))?;
+    let Received {
+        raw,
+        encoding,
+        key,
+        reading,
+    } = receive(&state, &headers, key, body).await?;
     if let Some(frames) = key
         .as_deref()
         .and_then(|k| state.store.replayed(&source, k))
     {
         return Ok(accepted(frames, true));
     }
+    let max_body = state.max_body;
     let decoding = state
         .budget
         .reserve_decode(format, encoding, raw.len() as u64, max_body)
@@ -248,18 +283,7 @@ async fn ingest(
     let appended = tokio::task::spawn_blocking(move || {
         let batch = body::decode(format, encoding, &raw, max_body).map_err(|e| body_refusal(&e))?;
         drop(raw);
-        let appended = store
-            .append(&source, &batch.lines, batch.frames, key.as_deref())
-            .map_err(|e| match e {
-                StoreError::OutOfFiles(_) => refuse(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    &format!("cannot store frames now: {e}"),
-                ),
-                StoreError::Io(_) => refuse(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    &format!("cannot store frames: {e}"),
-                ),
-            })?;
+        let appended = append(&store, &source, &batch, key.as_deref())?;
         Ok::<_, Refusal>(match appended {
             Appended::Written => (batch.frames, false),
             Appended::Replay(frames) => (frames, true),
@@ -271,7 +295,27 @@ async fn ingest(
     Ok(accepted(appended.0, appended.1))
 }
 
-fn out_of_memory() -> Refusal {
+pub(crate) fn append(
+    store: &Store,
+    source: &str,
+    batch: &body::Batch,
+    key: Option<&str>,
+) -> Result<Appended, Refusal> {
+    store
+        .append(source, &batch.lines, batch.frames, key)
+        .map_err(|e| match e {
+            StoreError::OutOfFiles(_) => refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("cannot store frames now: {e}"),
+            ),
+            StoreError::Io(_) => refuse(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &format!("cannot store frames: {e}"),
+            ),
+        })
+}
+
+pub(crate) fn out_of_memory() -> Refusal {
     refuse(
         StatusCode::SERVICE_UNAVAILABLE,
         &format!("too many bodies in memory for {BUDGET_WAIT:?}: try again shortly"),

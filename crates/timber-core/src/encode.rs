@@ -42,6 +42,37 @@ pub trait Sink {
     }
 }
 
+/// A sink borrowed is a sink, so wrappers can take either.
+impl<S: Sink + ?Sized> Sink for &mut S {
+    fn nil(&mut self) {
+        (**self).nil();
+    }
+    fn bool(&mut self, v: bool) {
+        (**self).bool(v);
+    }
+    fn int(&mut self, v: i64) {
+        (**self).int(v);
+    }
+    fn uint(&mut self, v: u64) {
+        (**self).uint(v);
+    }
+    fn finite_float(&mut self, v: f64) {
+        (**self).finite_float(v);
+    }
+    fn float(&mut self, v: f64) {
+        (**self).float(v);
+    }
+    fn str(&mut self, v: &str) {
+        (**self).str(v);
+    }
+    fn array(&mut self, len: usize) {
+        (**self).array(len);
+    }
+    fn map(&mut self, len: usize) {
+        (**self).map(len);
+    }
+}
+
 /// Cuts every string longer than `max` bytes, marking the cut, so that a
 /// record too large for a request still goes out, shortened, instead of
 /// being dropped.

@@ -10,12 +10,12 @@ use crate::destination::{Destination, Kind};
 use crate::event::Event;
 use crate::queue::{Batch, Limits, Push, Queue, MAX_REQUEST_BYTES};
 use crate::settings::{Resolved, Settings};
-use crate::spool::Spool;
+use crate::spool::{Spool, SpoolError};
 use crate::stats::{say, Counters, Problem, Reason, Reporter, Stats};
 use crate::value::Value;
 use crate::worker::{self, Replay};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -42,6 +42,9 @@ thread_local! {
 
 /// Largest encoding buffer kept for the next record of a thread.
 const SCRATCH_KEEP: usize = 1 << 20;
+
+/// Longest close waits for producers it woke to count their records.
+const COUNT_GRACE: Duration = Duration::from_millis(100);
 
 /// How a batch ended.
 #[derive(Debug, Clone, Copy)]
@@ -107,8 +110,12 @@ impl Pipeline {
         let Some(spool) = &self.spool else {
             return false;
         };
-        match spool.append(payload, count as u32) {
+        let appended = spool.append(payload, count as u32);
+        self.spool_events();
+        match appended {
             Ok(()) => true,
+            // Closed by the engine's close, which settled the batch already.
+            Err(SpoolError::Closed) => false,
             Err(e) => {
                 self.reporter.report(Problem::Spool, || {
                     format!("could not spool a batch ({e}); keeping it in memory")
@@ -116,6 +123,34 @@ impl Pipeline {
                 false
             }
         }
+    }
+
+    /// Counts what the spool found since it was last asked: records taken
+    /// over from earlier processes, and records lost because their files
+    /// were deleted under the spool (reported every time: each is a loss).
+    pub fn spool_events(&self) {
+        let Some(spool) = &self.spool else {
+            return;
+        };
+        let events = spool.take_events();
+        self.counters
+            .adopted
+            .fetch_add(events.adopted, Ordering::Relaxed);
+        if events.lost == 0 {
+            return;
+        }
+        self.counters.drop(Reason::SpoolLost, events.lost);
+        let what = if events.lanes_lost > 0 {
+            "a spool lane"
+        } else {
+            "spool segment files"
+        };
+        say(&format!(
+            "{what} under {} deleted while in use (by a tmp cleaner?): {} spooled records lost \
+             (spool_lost); spooling goes on in a new lane",
+            spool.root().display(),
+            events.lost
+        ));
     }
 
     /// Counts records lost before they reached the buffer, and reports it
@@ -141,6 +176,12 @@ pub struct Engine {
     started: AtomicBool,
     threads: Mutex<Vec<JoinHandle<()>>>,
     closed: AtomicBool,
+    /// Records handed over and not yet counted (being encoded, pushed, or
+    /// waiting for room): close waits for them, so that its totals add up.
+    busy: AtomicUsize,
+    /// The totals last printed (dropped, handled), so that records refused
+    /// after close are printed again, never left out of the last line.
+    reported: Mutex<(u64, u64)>,
 }
 
 /// A record that found the buffer full with `drop_extra_events=False`:
@@ -149,21 +190,35 @@ pub struct Engine {
 #[derive(Debug)]
 pub struct Pending<'a> {
     engine: &'a Engine,
-    record: Vec<u8>,
+    record: Option<Vec<u8>>,
 }
 
 impl Pending<'_> {
-    /// Waits for room, then buffers the record.
-    pub fn wait(self) {
+    /// Waits for room, then buffers the record (or, if the engine closes
+    /// meanwhile, counts it refused).
+    pub fn wait(mut self) {
         let engine = self.engine;
+        let Some(record) = self.record.take() else {
+            return;
+        };
         // Without a sender nothing would ever make room: do not wait.
         let result = if engine.started.load(Ordering::Acquire) {
-            engine.pipeline.queue.push_wait(&self.record, None)
+            engine.pipeline.queue.push_wait(&record, None)
         } else {
             Push::Full
         };
         engine.count(result);
-        keep_scratch(self.record);
+        keep_scratch(record);
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if self.record.take().is_some() {
+            // Never waited for: it was not buffered.
+            self.engine.count(Push::Full);
+        }
+        self.engine.busy.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -206,6 +261,8 @@ impl Engine {
             started: AtomicBool::new(false),
             threads: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            busy: AtomicUsize::new(0),
+            reported: Mutex::new((0, 0)),
         };
         if backlog {
             engine.start();
@@ -248,6 +305,7 @@ impl Engine {
     /// waiting. With `drop_extra_events=False` and a full buffer, returns
     /// the record to [`Pending::wait`] for.
     pub fn emit<E: Event>(&self, event: &E, context: &[(Box<str>, Value)]) -> Option<Pending<'_>> {
+        self.busy.fetch_add(1, Ordering::SeqCst);
         self.pipeline
             .counters
             .accepted
@@ -259,23 +317,27 @@ impl Engine {
         }
         let result = self.pipeline.queue.push(&buf);
         if result == Push::Full && !self.settings().drop_extra_events {
+            // Still busy: the pending record is counted when it is done.
             return Some(Pending {
                 engine: self,
-                record: buf,
+                record: Some(buf),
             });
         }
         self.count(result);
         keep_scratch(buf);
+        self.busy.fetch_sub(1, Ordering::SeqCst);
         None
     }
 
     /// Counts a record handed over that could not be encoded at all.
     pub fn failed(&self) {
+        self.busy.fetch_add(1, Ordering::SeqCst);
         self.pipeline
             .counters
             .accepted
             .fetch_add(1, Ordering::Relaxed);
         self.pipeline.lost(Reason::Error, 1);
+        self.busy.fetch_sub(1, Ordering::SeqCst);
     }
 
     fn count(&self, result: Push) {
@@ -333,7 +395,8 @@ impl Engine {
             }
         }
         // Senders blocked in a request past the deadline are left behind;
-        // process exit ends them.
+        // process exit ends them (and the spool, closed below, refuses
+        // them: close settled their batches).
         let mut threads = self.threads.lock().unwrap_or_else(|e| e.into_inner());
         let grace = Instant::now() + Duration::from_millis(100);
         for h in std::mem::take(&mut *threads) {
@@ -344,16 +407,65 @@ impl Engine {
                 let _ = h.join();
             }
         }
-        let stats = self.stats();
-        if stats.dropped() > 0 {
-            say(&format!(
-                "{} of {} records were not delivered ({})",
-                stats.dropped(),
-                stats.accepted,
-                stats.describe_drops()
-            ));
+        if let Some(spool) = &p.spool {
+            spool.close();
+            p.spool_events();
         }
+        // Producers that were waiting for room were woken by the close and
+        // count their record refused: wait for them (briefly: none of them
+        // waits on anything any more) so that the totals include them. A
+        // thread that goes on logging is not waited for: report_late
+        // prints what it adds.
+        let counted_by = Instant::now() + COUNT_GRACE;
+        while self.busy.load(Ordering::SeqCst) > 0 && Instant::now() < counted_by {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        self.report_totals();
         drained
+    }
+
+    /// After close: prints the totals again if records were refused since
+    /// they were printed (logged by a `__del__` during interpreter
+    /// finalization, a late exit hook, a daemon thread), so that the last
+    /// line on stderr adds up. Call it as late as possible; it prints
+    /// nothing if nothing changed.
+    pub fn report_late(&self) {
+        if self.is_closed() {
+            self.report_totals();
+        }
+    }
+
+    /// Prints "N of M records were not delivered (...)" if records were
+    /// dropped and the line would differ from the last one printed. Reads
+    /// only counters, never the buffer's lock (so it is safe in a forked
+    /// child, whose parent's threads may have held that lock).
+    fn report_totals(&self) {
+        let stats = self.pipeline.counters.snapshot();
+        let totals = (stats.dropped(), stats.handled());
+        // Never waits: in a forked child the lock may have been held by a
+        // parent's thread that does not exist here.
+        let mut last = match self.reported.try_lock() {
+            Ok(last) => last,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
+        if totals.0 == 0 || *last == totals {
+            return;
+        }
+        *last = totals;
+        say(&format!(
+            "{} of {} records were not delivered ({})",
+            totals.0,
+            totals.1,
+            stats.describe_drops()
+        ));
+    }
+
+    /// The process is exiting: a producer waiting for room
+    /// (`drop_extra_events=False`) waits at most `timeout` more, then drops
+    /// its record (`buffer_full`), so that it cannot hold up the exit.
+    pub fn end_waits(&self, timeout: Duration) {
+        self.pipeline.queue.end_waits_at(Instant::now() + timeout);
     }
 
     /// Whether [`Engine::close`] was called.
@@ -381,8 +493,10 @@ impl Engine {
 
 impl Drop for Engine {
     /// An engine dropped without `close` lets its senders drain in the
-    /// background; nothing here waits.
+    /// background; nothing here waits. A closed one prints its totals again
+    /// if records were refused since.
     fn drop(&mut self) {
         self.pipeline.queue.close();
+        self.report_late();
     }
 }

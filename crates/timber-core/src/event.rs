@@ -143,7 +143,7 @@ pub trait Event {
 }
 
 /// How events become frames.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     /// Send every extra, not only maps (`include_extra_attributes`).
     pub include_extra_attributes: bool,
@@ -151,6 +151,8 @@ pub struct Policy {
     /// Better Stack's own client sends it, rather than the Timber frame's
     /// `warn`.
     pub lower_case_levels: bool,
+    /// Keys whose values are written as `[REDACTED]`.
+    pub redact: std::sync::Arc<[Box<str>]>,
 }
 
 impl Default for Policy {
@@ -158,6 +160,7 @@ impl Default for Policy {
         Self {
             include_extra_attributes: true,
             lower_case_levels: false,
+            redact: std::sync::Arc::new([]),
         }
     }
 }
@@ -196,7 +199,21 @@ pub fn write_frame<S: Sink, E: Event>(
     sink: &mut S,
     event: &E,
     context: &[(Box<str>, Value)],
-    policy: Policy,
+    policy: &Policy,
+) {
+    if policy.redact.is_empty() {
+        write_fields(sink, event, context, policy);
+    } else {
+        let mut redacting = crate::redact::Redacting::new(sink, &policy.redact);
+        write_fields(&mut redacting, event, context, policy);
+    }
+}
+
+fn write_fields<S: Sink, E: Event>(
+    sink: &mut S,
+    event: &E,
+    context: &[(Box<str>, Value)],
+    policy: &Policy,
 ) {
     let n = event.extra_count();
     let sent = |i: &usize| {
@@ -294,7 +311,7 @@ mod tests {
 
     fn frame(event: &Plain, policy: Policy) -> serde_json::Value {
         let mut j = Json::new();
-        write_frame(&mut j, event, &[], policy);
+        write_frame(&mut j, event, &[], &policy);
         assert!(j.is_complete());
         serde_json::from_slice(&j.buf).unwrap()
     }

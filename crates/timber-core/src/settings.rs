@@ -32,6 +32,8 @@ pub enum Raw {
     /// Text from an environment variable: a number may be written as text
     /// there, and only there.
     Env(String),
+    /// A list (of names, for `redact`).
+    List(Vec<Raw>),
     /// Anything else, by the name of its type.
     Other(String),
 }
@@ -44,6 +46,14 @@ impl Raw {
             Raw::Int(i) => i.to_string(),
             Raw::Float(f) => f.to_string(),
             Raw::Str(s) | Raw::Env(s) => format!("{s:?}"),
+            Raw::List(items) => format!(
+                "[{}]",
+                items
+                    .iter()
+                    .map(Raw::describe)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
             Raw::Other(t) => format!("a {t}"),
         }
     }
@@ -119,6 +129,14 @@ declare! {
     host: Option<String> = None, env &["TIMBER_HOST"], |r| url(r);
     /// The service records come from (OTLP's `service.name`).
     service_name: Option<String> = None, env &["OTEL_SERVICE_NAME"], |r| optional_text(r);
+    /// ClickHouse: the table rows go to, `table` or `database.table`.
+    table: String = "otel_logs".to_owned(), env &[], table_name;
+    /// ClickHouse: the user (`X-ClickHouse-User`).
+    username: Option<String> = None, env &["TIMBER_CLICKHOUSE_USER"], |r| header_text(r);
+    /// ClickHouse: the password (`X-ClickHouse-Key`).
+    password: Option<String> = None, env &["TIMBER_CLICKHOUSE_PASSWORD"], |r| header_text(r);
+    /// ClickHouse: create the table when the server says it is missing.
+    create_table: bool = false, env &[], flag;
     /// Records per batch: a batch is sent when it holds this many.
     buffer_capacity: usize = 1000, env &[], |r| count(r, 1, 1_000_000);
     /// Seconds after its first record at which a batch is sent anyway.
@@ -155,6 +173,8 @@ declare! {
     include_extra_attributes: bool = true, env &[], flag;
     /// Let internal errors reach the caller, and `flush()` raise on loss.
     raise_exceptions: bool = false, env &[], flag;
+    /// Keys whose values are sent as `[REDACTED]` (any depth, any case).
+    redact: Vec<Box<str>> = Vec::new(), env &["TIMBER_REDACT"], names;
 }
 
 /// An option's value shown as a [`Raw`].
@@ -207,6 +227,12 @@ impl Shown for Compression {
 impl Shown for Kind {
     fn shown(&self) -> Raw {
         Raw::Str(self.name().to_owned())
+    }
+}
+
+impl Shown for Vec<Box<str>> {
+    fn shown(&self) -> Raw {
+        Raw::List(self.iter().map(|n| Raw::Str(n.to_string())).collect())
     }
 }
 
@@ -466,6 +492,30 @@ fn compression(raw: &Raw) -> Result<Compression, String> {
     }
 }
 
+/// A list of names, or (from a file or the environment) one text of names
+/// separated by commas.
+fn names(raw: &Raw) -> Result<Vec<Box<str>>, String> {
+    let why =
+        || "must be a list of key names (or one text of names separated by commas)".to_owned();
+    let words: Vec<String> = match raw {
+        Raw::None => Vec::new(),
+        Raw::Str(s) | Raw::Env(s) => s.split(',').map(|w| w.trim().to_owned()).collect(),
+        Raw::List(items) => items
+            .iter()
+            .map(|i| match i {
+                Raw::Str(s) => Ok(s.trim().to_owned()),
+                _ => Err(why()),
+            })
+            .collect::<Result<_, _>>()?,
+        _ => return Err(why()),
+    };
+    Ok(words
+        .into_iter()
+        .filter(|w| !w.is_empty())
+        .map(String::into_boxed_str)
+        .collect())
+}
+
 fn optional_text(raw: &Raw) -> Result<Option<String>, String> {
     match raw {
         Raw::None => Ok(None),
@@ -496,9 +546,34 @@ fn url(raw: &Raw) -> Result<Option<String>, String> {
     }
 }
 
+/// A ClickHouse table, or `database.table`: identifiers of letters, digits
+/// and `_`, so that the name goes into the insert query as it is.
+fn table_name(raw: &Raw) -> Result<String, String> {
+    let why = || "must be a table name or database.table, of letters, digits and _".to_owned();
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 128
+            && !p.starts_with(|c: char| c.is_ascii_digit())
+            && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    };
+    match raw {
+        Raw::Str(s) | Raw::Env(s) => {
+            let s = s.trim();
+            let parts: Vec<&str> = s.split('.').collect();
+            if parts.len() <= 2 && parts.iter().all(|p| part(p)) {
+                Ok(s.to_owned())
+            } else {
+                Err(why())
+            }
+        }
+        _ => Err(why()),
+    }
+}
+
 /// An `http(s)://` URL, without a trailing `/`.
 pub(crate) fn base_url(raw: &Raw) -> Result<String, String> {
-    let why = || "must be a URL starting with http:// or https://".to_owned();
+    let why =
+        || "must be a URL starting with http:// or https://, with a valid host and port".to_owned();
     match raw {
         Raw::Str(s) | Raw::Env(s) => {
             let s = s.trim();
@@ -507,13 +582,37 @@ pub(crate) fn base_url(raw: &Raw) -> Result<String, String> {
                 .strip_prefix("http://")
                 .or_else(|| lower.strip_prefix("https://"))
                 .ok_or_else(why)?;
-            if rest.is_empty() || rest.starts_with('/') || s.chars().any(char::is_control) {
+            let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+            if !valid_authority(authority) || s.chars().any(|c| c.is_control() || c == ' ') {
                 return Err(why());
             }
             Ok(s.trim_end_matches('/').to_owned())
         }
         _ => Err(why()),
     }
+}
+
+/// `[user[:password]@]host[:port]`: a host of name characters or a
+/// bracketed IPv6 address, and a port of digits (up to 65535).
+fn valid_authority(authority: &str) -> bool {
+    let host_port = authority.rsplit('@').next().unwrap_or("");
+    let (host, port) = if let Some(v6) = host_port.strip_prefix('[') {
+        match v6.split_once(']') {
+            Some((h, rest)) => (h, rest.strip_prefix(':')),
+            None => return false,
+        }
+    } else {
+        match host_port.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (host_port, None),
+        }
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '-' | '.' | '_' | ':' | '%'));
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
+    host_ok && port_ok
 }
 
 fn path(raw: &Raw) -> Result<Option<PathBuf>, String> {
@@ -641,6 +740,17 @@ mod tests {
                 Raw::Str("logs.example.com".into()),
                 "host must be a URL starting with http:// or https://",
             ),
+            (
+                "host",
+                Raw::Str("http://127.0.0.1:8765,".into()),
+                "host must be a URL",
+            ),
+            (
+                "host",
+                Raw::Str("http://h:99999".into()),
+                "host must be a URL",
+            ),
+            ("host", Raw::Str("http://".into()), "host must be a URL"),
         ] {
             let e = err(&[(name, raw)]);
             assert!(e.starts_with(name), "{e}");

@@ -25,17 +25,21 @@ pub enum Reason {
     Shutdown,
     /// The record could not be encoded (a bug: reported).
     Error,
+    /// Spooled, then deleted from disk by someone else (a tmp cleaner)
+    /// before it was sent.
+    SpoolLost,
 }
 
 impl Reason {
     /// Every reason, in report order.
-    pub const ALL: [Reason; 6] = [
+    pub const ALL: [Reason; 7] = [
         Reason::Full,
         Reason::TooLarge,
         Reason::Rejected,
         Reason::RetryTimeout,
         Reason::Shutdown,
         Reason::Error,
+        Reason::SpoolLost,
     ];
 
     /// Stable name used in `stats()` and reports.
@@ -47,6 +51,7 @@ impl Reason {
             Reason::RetryTimeout => "retry_timeout",
             Reason::Shutdown => "shutdown",
             Reason::Error => "error",
+            Reason::SpoolLost => "spool_lost",
         }
     }
 }
@@ -62,14 +67,17 @@ pub(crate) struct Counters {
     pub failed_attempts: AtomicU64,
     pub spooled: AtomicU64,
     pub replayed: AtomicU64,
-    dropped: [AtomicU64; 6],
+    pub adopted: AtomicU64,
+    dropped: [AtomicU64; 7],
 }
 
 /// What happened to records so far, with what the buffer holds now.
 ///
 /// Without a spool, `accepted = sent + dropped + buffered_records` at every
 /// moment; with one, records written to the spool (`spooled`) leave the
-/// buffer and come back as `sent` (and `replayed`) when delivered.
+/// buffer and come back as `sent` (and `replayed`) when delivered, or as
+/// `dropped` (`rejected`, `spool_lost`). Records taken over from the spool
+/// of an earlier process (`adopted`) come back the same way.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Records handed to the handler.
@@ -86,6 +94,8 @@ pub struct Stats {
     pub spooled: u64,
     /// Records delivered from the spool (this process's or an earlier one's).
     pub replayed: u64,
+    /// Records found in the spool lanes of earlier processes, taken over.
+    pub adopted: u64,
     /// Batches the endpoint accepted.
     pub batches_sent: u64,
     /// Request bodies accepted, in bytes on the wire.
@@ -99,6 +109,12 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Records this process answered for: handed to the handler, or taken
+    /// over from the spool of an earlier process.
+    pub fn handled(&self) -> u64 {
+        self.accepted + self.adopted
+    }
+
     /// All records dropped, whatever the reason.
     pub fn dropped(&self) -> u64 {
         self.dropped_by_reason.iter().map(|(_, n)| n).sum()
@@ -106,7 +122,7 @@ impl Stats {
 
     /// Every plain counter by its name in `stats()`, `dropped` included
     /// (`dropped_by_reason` is the one nested map).
-    pub fn fields(&self) -> [(&'static str, u64); 12] {
+    pub fn fields(&self) -> [(&'static str, u64); 13] {
         [
             ("accepted", self.accepted),
             ("sent", self.sent),
@@ -115,6 +131,7 @@ impl Stats {
             ("failed_attempts", self.failed_attempts),
             ("spooled", self.spooled),
             ("replayed", self.replayed),
+            ("adopted", self.adopted),
             ("batches_sent", self.batches_sent),
             ("bytes_sent", self.bytes_sent),
             ("buffered_records", self.buffered_records),
@@ -156,6 +173,7 @@ impl Counters {
             failed_attempts: self.failed_attempts.load(Relaxed),
             spooled: self.spooled.load(Relaxed),
             replayed: self.replayed.load(Relaxed),
+            adopted: self.adopted.load(Relaxed),
             dropped_by_reason: Reason::ALL
                 .iter()
                 .map(|d| (d.name(), self.dropped(*d)))

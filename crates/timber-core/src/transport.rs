@@ -15,6 +15,9 @@ use ureq::tls::{RootCerts, TlsConfig};
 /// Most of an answer's body that is read (the rest is skipped).
 const MAX_ANSWER_BYTES: u64 = 64 * 1024;
 
+/// Cures of one attempt's answer (see [`Transport::send`]).
+const MAX_REPAIRS: usize = 3;
+
 /// A connection pool bound to one destination.
 pub struct Transport {
     agent: ureq::Agent,
@@ -53,11 +56,53 @@ impl Transport {
     }
 
     /// Sends one body with the destination's URL and headers, and the
-    /// batch's idempotency key, and reports what the server said.
+    /// batch's idempotency key, and reports what the server said. An answer
+    /// the destination can cure (ClickHouse: a missing table it may create)
+    /// is cured and the body sent again within the same attempt. Each cure
+    /// is tried once per destination, and one may reveal the next (an old
+    /// server's missing setting, then its missing table): a few rounds.
     pub fn send(&self, destination: &Destination, body: &Body, key: &str) -> Outcome {
+        let mut outcome = self.post(destination, body, key);
+        for _ in 0..MAX_REPAIRS {
+            match &outcome {
+                Outcome::Answered(a)
+                    if destination.repair(a, &mut |sql| self.query(destination, sql)) =>
+                {
+                    outcome = self.post(destination, body, key);
+                }
+                _ => break,
+            }
+        }
+        outcome
+    }
+
+    /// Runs one query of the destination's own (SQL as the body); the
+    /// answer's text on 2xx, else what went wrong.
+    fn query(&self, destination: &Destination, sql: &str) -> Result<String, String> {
+        let url = destination.query_url().ok_or("no query endpoint")?;
+        let mut request = self.agent.post(url);
+        for (name, value) in destination.headers() {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let resp = request.send(sql.as_bytes()).map_err(|e| e.to_string())?;
+        let ok = resp.status().is_success();
+        let mut text = String::new();
+        let _ = resp
+            .into_body()
+            .into_reader()
+            .take(MAX_ANSWER_BYTES)
+            .read_to_string(&mut text);
+        if ok {
+            Ok(text)
+        } else {
+            Err(text)
+        }
+    }
+
+    fn post(&self, destination: &Destination, body: &Body, key: &str) -> Outcome {
         let mut request = self
             .agent
-            .post(destination.url())
+            .post(&*destination.url_for(key))
             .header("Idempotency-Key", key);
         for (name, value) in destination.headers() {
             request = request.header(name.as_str(), value.as_str());
@@ -76,6 +121,7 @@ impl Transport {
                 let status = resp.status().as_u16();
                 let retry_after = header("retry-after");
                 let location = header("location");
+                let exception_code = header("x-clickhouse-exception-code");
                 // Read the (small) answer so the connection can be reused;
                 // a larger one is cut, never held whole.
                 let mut body = Vec::new();
@@ -88,6 +134,7 @@ impl Transport {
                     status,
                     retry_after,
                     location,
+                    exception_code,
                     body,
                 })
             }

@@ -171,7 +171,9 @@ impl Sender {
             return Some(state.next_attempt);
         }
         let backoff = p.resolved.settings.backoff();
-        let entry = match spool.next() {
+        let next = spool.next();
+        p.spool_events();
+        let entry = match next {
             Ok(Some(entry)) => entry,
             Ok(None) => return None,
             Err(e) => {
@@ -216,7 +218,9 @@ impl Sender {
                 return Some(state.next_attempt);
             }
         }
-        if let Err(e) = spool.commit(&entry) {
+        let committed = spool.commit(&entry);
+        p.spool_events();
+        if let Err(e) = committed {
             p.reporter.report(Problem::Spool, || {
                 format!("cannot update the spool cursor: {e}")
             });

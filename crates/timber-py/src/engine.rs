@@ -9,6 +9,7 @@ use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Once, Weak};
 use std::time::Duration;
 use timber_core::{Engine, EngineError};
 
@@ -36,7 +37,7 @@ fn seconds(v: Option<f64>) -> PyResult<Option<Duration>> {
 /// them to the engine's sender threads.
 #[pyclass(name = "Engine", module = "timber._engine", frozen)]
 pub struct PyEngine {
-    engine: Option<Engine>,
+    engine: Option<Arc<Engine>>,
     context: Source,
     raise_exceptions: AtomicBool,
     abandoned: AtomicBool,
@@ -83,7 +84,7 @@ impl PyEngine {
         let resolved = resolve(options)?;
         let raise = resolved.settings.raise_exceptions;
         Ok(Self {
-            engine: Some(Engine::new(resolved).map_err(engine_error)?),
+            engine: Some(Arc::new(Engine::new(resolved).map_err(engine_error)?)),
             context: Source::new(context_var, global_context)?,
             raise_exceptions: AtomicBool::new(raise),
             abandoned: AtomicBool::new(false),
@@ -145,7 +146,23 @@ impl PyEngine {
             return Ok(true);
         }
         let engine = self.engine();
+        if !engine.is_closed() {
+            remember_closed(self.engine.as_ref().expect("engine present until drop"));
+        }
         Ok(py.detach(|| engine.close(timeout)))
+    }
+
+    /// The process is exiting: waits for room end within `timeout` seconds
+    /// (`shutdown_timeout` if None).
+    #[pyo3(signature = (timeout = None))]
+    fn end_waits(&self, timeout: Option<f64>) -> PyResult<()> {
+        let timeout = seconds(timeout)?;
+        if self.abandoned.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let engine = self.engine();
+        engine.end_waits(timeout.unwrap_or(engine.settings().shutdown_timeout));
+        Ok(())
     }
 
     /// Counters: records accepted, sent, dropped by reason, retries, bytes,
@@ -210,6 +227,42 @@ impl Drop for PyEngine {
             // in this process: never touch them.
             std::mem::forget(self.engine.take());
         }
+    }
+}
+
+/// Engines closed in this process. Records logged into a closed handler are
+/// refused and counted; those logged after the handlers closed at exit (by
+/// `__del__` methods during interpreter finalization, daemon threads, exit
+/// hooks that run after logging's) would be missing from the totals printed
+/// at close, so each engine prints them again at the very end.
+static CLOSED: Mutex<Vec<Weak<Engine>>> = Mutex::new(Vec::new());
+static AT_EXIT: Once = Once::new();
+
+/// Called under the GIL (so never while a fork copies the lock held).
+fn remember_closed(engine: &Arc<Engine>) {
+    AT_EXIT.call_once(register_at_exit);
+    let mut closed = CLOSED.lock().unwrap_or_else(|e| e.into_inner());
+    closed.retain(|w| w.strong_count() > 0);
+    closed.push(Arc::downgrade(engine));
+}
+
+#[allow(unsafe_code)]
+fn register_at_exit() {
+    // SAFETY: Py_AtExit only stores the pointer; `report_at_exit` is called
+    // once Python is finalized and touches no Python object or API.
+    unsafe {
+        pyo3::ffi::Py_AtExit(Some(report_at_exit));
+    }
+}
+
+/// Runs after the interpreter is finalized: later than any Python code can
+/// log, so the line it prints is the last word.
+extern "C" fn report_at_exit() {
+    let Ok(closed) = CLOSED.try_lock() else {
+        return;
+    };
+    for engine in closed.iter().filter_map(Weak::upgrade) {
+        engine.report_late();
     }
 }
 

@@ -76,17 +76,19 @@ fn walk_context<'py>(
 #[pymethods]
 impl PyJsonFormat {
     #[new]
-    #[pyo3(signature = (context_var, global_context, include_extra_attributes = true, json_default = None))]
+    #[pyo3(signature = (context_var, global_context, include_extra_attributes = true, json_default = None, redact = Vec::new()))]
     fn new(
         context_var: &Bound<'_, PyAny>,
         global_context: Py<PyGlobal>,
         include_extra_attributes: bool,
         json_default: Option<Py<PyAny>>,
+        redact: Vec<String>,
     ) -> PyResult<Self> {
         Ok(Self {
             context: Source::new(context_var, global_context)?,
             policy: Policy {
                 include_extra_attributes,
+                redact: redact.into_iter().map(String::into_boxed_str).collect(),
                 ..Policy::default()
             },
             json_default,
@@ -98,7 +100,7 @@ impl PyJsonFormat {
         let default = self.json_default.as_ref().map(|d| d.bind(py));
         self.with_record(record, default, |event, context, _| {
             let mut sink = Json::new();
-            write_frame(&mut sink, &event, context, self.policy);
+            write_frame(&mut sink, &event, context, &self.policy);
             String::from_utf8(sink.buf).map_err(|_| internal("frame is not UTF-8"))
         })
     }
@@ -111,7 +113,7 @@ impl PyJsonFormat {
             // Extras are written as placeholders and put back as they are.
             event.raw = Some(RefCell::new(Vec::new()));
             let mut sink = PyBuild::new(py);
-            write_frame(&mut sink, &event, context, self.policy);
+            write_frame(&mut sink, &event, context, &self.policy);
             let frame = sink.finish()?;
             if let (Ok(dict), Some(raw)) = (frame.cast::<PyDict>(), event.raw.take()) {
                 for (key, value) in raw.into_inner() {

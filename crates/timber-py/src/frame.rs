@@ -26,19 +26,24 @@ const EXC_INFO: usize = 10;
 const LEVELNO: usize = 11;
 const CONTEXT: usize = 12;
 const PATHNAME: usize = 13;
+const OTEL_TRACE: usize = 14;
+const OTEL_SPAN: usize = 15;
+const OTEL_SAMPLED: usize = 16;
+const DD_TRACE: usize = 17;
+const DD_SPAN: usize = 18;
 
 /// What one pass over a record's `__dict__` finds.
 struct Parts<'py> {
     created: Option<f64>,
     pid: Option<i64>,
-    fields: [Option<Bound<'py, PyAny>>; 14],
+    fields: [Option<Bound<'py, PyAny>>; 19],
     extras: Vec<(String, Bound<'py, PyAny>)>,
 }
 
 /// Standard `LogRecord` attributes, in the order `LogRecord.__init__` sets
 /// them, and those formatters add; anything else in `__dict__` came from
 /// `extra=` (or a record factory).
-const STANDARD: [&str; 24] = [
+const STANDARD: [&str; 30] = [
     "name",
     "msg",
     "args",
@@ -64,6 +69,15 @@ const STANDARD: [&str; 24] = [
     "asctime",
     // The context captured by `TimberQueueHandler.prepare`.
     "_timber_context",
+    // Trace ids put on records by opentelemetry-instrumentation-logging's
+    // and ddtrace's record factories: the event's trace, not extras.
+    "otelTraceID",
+    "otelSpanID",
+    "otelTraceSampled",
+    // The resource's service name, already the OTLP resource's.
+    "otelServiceName",
+    "dd.trace_id",
+    "dd.span_id",
 ];
 
 static LOG_RECORD: PyOnceLock<Py<PyType>> = PyOnceLock::new();
@@ -138,6 +152,11 @@ fn classify_key(name: &str) -> Key {
         "levelno" => Key::Slot(LEVELNO),
         "_timber_context" => Key::Slot(CONTEXT),
         "pathname" => Key::Slot(PATHNAME),
+        "otelTraceID" => Key::Slot(OTEL_TRACE),
+        "otelSpanID" => Key::Slot(OTEL_SPAN),
+        "otelTraceSampled" => Key::Slot(OTEL_SAMPLED),
+        "dd.trace_id" => Key::Slot(DD_TRACE),
+        "dd.span_id" => Key::Slot(DD_SPAN),
         _ => Key::Standard,
     }
 }
@@ -280,6 +299,44 @@ impl<'py> Record<'py> {
         v.cast::<PySnapshot>().ok().cloned()
     }
 
+    /// The trace ids a record factory put on the record (OpenTelemetry's
+    /// logging instrumentation: hex `otelTraceID`/`otelSpanID`; ddtrace:
+    /// decimal or hex `dd.trace_id`/`dd.span_id`); none when they are zero.
+    fn factory_trace(&self) -> Option<Trace> {
+        let text = |i: usize| {
+            let v = self.parts.fields[i].as_ref()?;
+            Some(text(v).into_owned())
+        };
+        let (trace, span, sampled) = match (text(OTEL_TRACE), text(OTEL_SPAN)) {
+            (Some(t), Some(s)) => {
+                let sampled = self.parts.fields[OTEL_SAMPLED]
+                    .as_ref()
+                    .is_some_and(|v| v.is_truthy().unwrap_or(false));
+                (
+                    u128::from_str_radix(&t, 16).ok()?,
+                    u64::from_str_radix(&s, 16).ok()?,
+                    sampled,
+                )
+            }
+            _ => {
+                let (t, s) = (text(DD_TRACE)?, text(DD_SPAN)?);
+                let number = |v: &str| {
+                    if v.bytes().all(|b| b.is_ascii_digit()) {
+                        v.parse::<u128>().ok()
+                    } else {
+                        u128::from_str_radix(v, 16).ok()
+                    }
+                };
+                (number(&t)?, u64::try_from(number(&s)?).ok()?, true)
+            }
+        };
+        (trace != 0 && span != 0).then(|| Trace {
+            trace_id: trace.to_be_bytes(),
+            span_id: span.to_be_bytes(),
+            flags: u8::from(sampled),
+        })
+    }
+
     fn text(&self, field: usize) -> Option<&str> {
         let i = TEXT_FIELDS.iter().position(|f| *f == field)?;
         if let Some(owned) = &self.owned[i] {
@@ -307,8 +364,12 @@ impl Event for Record<'_> {
 
     fn trace(&self) -> Option<Trace> {
         *self.trace.get_or_init(|| {
-            let py = self.parts.fields[NAME].as_ref()?.py();
-            current_span(py)
+            // Ids a record factory captured when the record was made come
+            // first: they were read on the thread that logged.
+            self.factory_trace().or_else(|| {
+                let py = self.parts.fields[NAME].as_ref()?.py();
+                current_span(py)
+            })
         })
     }
 

@@ -19,6 +19,15 @@ fn raw(v: &Bound<'_, PyAny>) -> Raw {
         Raw::Float(f.value())
     } else if let Ok(s) = v.cast::<PyString>() {
         Raw::Str(s.to_string_lossy().into_owned())
+    } else if v.is_instance_of::<pyo3::types::PyList>()
+        || v.is_instance_of::<pyo3::types::PyTuple>()
+        || v.is_instance_of::<pyo3::types::PySet>()
+        || v.is_instance_of::<pyo3::types::PyFrozenSet>()
+    {
+        let items = v
+            .try_iter()
+            .map(|it| it.filter_map(Result::ok).map(|i| raw(&i)).collect());
+        items.map_or_else(|_| Raw::Other("iterable".into()), Raw::List)
     } else if let Ok(path) = v
         .py()
         .import("os")
@@ -55,6 +64,13 @@ pub fn to_python<'py>(py: Python<'py>, v: &Raw) -> PyResult<Bound<'py, PyAny>> {
         Raw::Int(i) => i.into_pyobject(py)?.into_any(),
         Raw::Float(f) => PyFloat::new(py, *f).into_any(),
         Raw::Str(s) | Raw::Env(s) | Raw::Other(s) => PyString::new(py, s).into_any(),
+        Raw::List(items) => {
+            let items = items
+                .iter()
+                .map(|i| to_python(py, i))
+                .collect::<PyResult<Vec<_>>>()?;
+            pyo3::types::PyList::new(py, items)?.into_any()
+        }
     })
 }
 

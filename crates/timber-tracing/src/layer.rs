@@ -233,7 +233,7 @@ mod tests {
         fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
             read_event(event, &ctx, |record, context| {
                 let mut sink = timber_core::Json::new();
-                write_frame(&mut sink, record, context, Policy::default());
+                write_frame(&mut sink, record, context, &Policy::default());
                 let mut frame: Json = serde_json::from_slice(&sink.buf).expect("a frame is JSON");
                 frame["_keys"] = json!(keys_in_order(&sink.buf));
                 self.0.lock().unwrap().push(frame);

@@ -195,7 +195,7 @@ mod tests {
             thread: current_thread(),
         };
         let mut json = Json::new();
-        write_frame(&mut json, &record, &[], Policy::default());
+        write_frame(&mut json, &record, &[], &Policy::default());
         let f: serde_json::Value = serde_json::from_slice(&json.buf).unwrap();
         assert_eq!(f["level"], "warn");
         assert_eq!(f["dt"], "2019-03-04T03:44:21.221232Z");

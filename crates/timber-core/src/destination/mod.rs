@@ -8,6 +8,8 @@
 //! more file here.
 
 mod betterstack;
+mod clickhouse;
+mod clickhouse_row;
 mod otlp;
 mod otlp_json;
 pub mod otlp_proto;
@@ -30,11 +32,13 @@ pub enum Kind {
     Otlp,
     /// Better Stack (Timber's successor): `POST {host}/`, the same frames.
     BetterStack,
+    /// ClickHouse's HTTP interface: rows of the `otel_logs` layout.
+    ClickHouse,
 }
 
 impl Kind {
     /// Every value of the `destination` option, for messages.
-    pub const ACCEPTED: &'static str = "'timber', 'otlp', 'betterstack'";
+    pub const ACCEPTED: &'static str = "'timber', 'otlp', 'betterstack', 'clickhouse'";
 
     /// Reads the `destination` option.
     pub fn parse(name: &str) -> Option<Self> {
@@ -42,6 +46,7 @@ impl Kind {
             "timber" => Some(Kind::Timber),
             "otlp" => Some(Kind::Otlp),
             "betterstack" => Some(Kind::BetterStack),
+            "clickhouse" => Some(Kind::ClickHouse),
             _ => None,
         }
     }
@@ -52,6 +57,7 @@ impl Kind {
             Kind::Timber => "timber",
             Kind::Otlp => "otlp",
             Kind::BetterStack => "betterstack",
+            Kind::ClickHouse => "clickhouse",
         }
     }
 
@@ -63,7 +69,7 @@ impl Kind {
                 ("source_id", Need::SourceId, "TIMBER_SOURCE_ID"),
             ],
             Kind::BetterStack => &[("api_key", Need::ApiKey, "TIMBER_API_KEY")],
-            Kind::Otlp => &[],
+            Kind::Otlp | Kind::ClickHouse => &[],
         }
     }
 }
@@ -80,6 +86,7 @@ pub(crate) fn configure(
         Kind::Timber => Ok(timber::endpoint(s)),
         Kind::BetterStack => Ok(betterstack::endpoint(s, given)),
         Kind::Otlp => otlp::endpoint(s, given, env),
+        Kind::ClickHouse => Ok(clickhouse::endpoint(s)),
     }
 }
 
@@ -92,6 +99,8 @@ pub struct Answer {
     pub retry_after: Option<String>,
     /// The `Location` header, if any.
     pub location: Option<String>,
+    /// The `X-ClickHouse-Exception-Code` header, if any.
+    pub exception_code: Option<String>,
     /// The start of the body (read with a cap).
     pub body: Vec<u8>,
 }
@@ -145,6 +154,7 @@ pub struct Destination {
     compression: Compression,
     policy: Policy,
     otlp: Option<otlp::Otlp>,
+    clickhouse: Option<clickhouse::ClickHouse>,
 }
 
 impl Destination {
@@ -158,14 +168,33 @@ impl Destination {
             policy: Policy {
                 include_extra_attributes: s.include_extra_attributes,
                 lower_case_levels: s.destination == Kind::BetterStack,
+                redact: s.redact.clone().into(),
             },
             otlp: (s.destination == Kind::Otlp).then(|| otlp::Otlp::new(&resolved.endpoint)),
+            clickhouse: (s.destination == Kind::ClickHouse).then(|| clickhouse::ClickHouse::new(s)),
         }
     }
 
-    /// The URL requests go to.
-    pub fn url(&self) -> &str {
-        &self.endpoint.url
+    /// The URL of one attempt at the batch whose idempotency key is `key`:
+    /// ClickHouse carries it in the URL, as `insert_deduplication_token`.
+    pub fn url_for(&self, key: &str) -> std::borrow::Cow<'_, str> {
+        match &self.clickhouse {
+            Some(ch) => ch.url(&self.endpoint.url, key).into(),
+            None => self.endpoint.url.as_str().into(),
+        }
+    }
+
+    /// Where a destination's own queries go (ClickHouse's `{host}/`), if it
+    /// has any.
+    pub fn query_url(&self) -> Option<&str> {
+        self.clickhouse.as_ref().map(|ch| ch.query_url.as_str())
+    }
+
+    /// Acts on an answer the destination can cure by itself (ClickHouse: a
+    /// missing table with `create_table`, a setting the server lacks),
+    /// running queries with `run`; true when the batch should go again now.
+    pub fn repair(&self, a: &Answer, run: &mut dyn FnMut(&str) -> Result<String, String>) -> bool {
+        self.clickhouse.as_ref().is_some_and(|ch| ch.repair(a, run))
     }
 
     /// The URL without any `user:password@`, for messages.
@@ -184,27 +213,37 @@ impl Destination {
     pub fn encode<E: Event>(&self, event: &E, context: &[(Box<str>, Value)], out: &mut Vec<u8>) {
         if let Some(otlp) = &self.otlp {
             out.clear();
-            otlp.encode(event, context, self.policy, out, None);
+            otlp.encode(event, context, &self.policy, out, None);
             if out.len() + MAX_ARRAY_HEADER > MAX_REQUEST_BYTES {
                 out.clear();
-                otlp.encode(event, context, self.policy, out, Some(TRUNCATE_STRINGS_AT));
+                otlp.encode(event, context, &self.policy, out, Some(TRUNCATE_STRINGS_AT));
+            }
+            return;
+        }
+        if let Some(ch) = &self.clickhouse {
+            out.clear();
+            clickhouse_row::encode(&ch.row, event, context, &self.policy, out, None);
+            if out.len() + MAX_ARRAY_HEADER > MAX_REQUEST_BYTES {
+                out.clear();
+                let cut = Some(TRUNCATE_STRINGS_AT);
+                clickhouse_row::encode(&ch.row, event, context, &self.policy, out, cut);
             }
             return;
         }
         match self.kind {
-            Kind::Timber | Kind::BetterStack | Kind::Otlp => {
+            Kind::Timber | Kind::BetterStack | Kind::Otlp | Kind::ClickHouse => {
                 let mut sink = Msgpack {
                     buf: std::mem::take(out),
                 };
                 sink.buf.clear();
-                write_frame(&mut sink, event, context, self.policy);
+                write_frame(&mut sink, event, context, &self.policy);
                 if sink.buf.len() + MAX_ARRAY_HEADER > MAX_REQUEST_BYTES {
                     let mut cut = Truncating {
                         inner: Msgpack { buf: sink.buf },
                         max: TRUNCATE_STRINGS_AT,
                     };
                     cut.inner.buf.clear();
-                    write_frame(&mut cut, event, context, self.policy);
+                    write_frame(&mut cut, event, context, &self.policy);
                     sink.buf = cut.inner.buf;
                 }
                 *out = sink.buf;
@@ -221,6 +260,8 @@ impl Destination {
                 assembled = otlp.body(strip_array_header(batch));
                 &assembled[..]
             }
+            // The rows, one per line, are the JSONEachRow body as they are.
+            None if self.clickhouse.is_some() => strip_array_header(batch),
             None => batch,
         };
         match self.compression.encode(batch) {
@@ -244,6 +285,10 @@ impl Destination {
                 Kind::Timber => timber::classify(a, now),
                 Kind::BetterStack => betterstack::classify(a, now),
                 Kind::Otlp => otlp::classify(a, now),
+                Kind::ClickHouse => match &self.clickhouse {
+                    Some(ch) => ch.classify(a, now),
+                    None => Verdict::Reject("not configured for ClickHouse".into()),
+                },
             },
         }
     }

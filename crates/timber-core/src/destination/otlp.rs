@@ -17,6 +17,7 @@ use super::otlp_proto::{
 use super::{Answer, Verdict};
 use crate::compress::Compression;
 use crate::event::{hostname, Event, Policy, Time, UNSENT_EXTRAS};
+use crate::redact::{is_redacted, Redacting, REDACTED};
 use crate::retry::retry_after;
 use crate::settings::{base_url, Endpoint, Raw, Settings, SettingsError};
 use crate::value::{Builder, Value};
@@ -193,7 +194,7 @@ impl Otlp {
         &self,
         event: &E,
         context: &[(Box<str>, Value)],
-        policy: Policy,
+        policy: &Policy,
         out: &mut Vec<u8>,
         cut: Option<usize>,
     ) {
@@ -286,7 +287,7 @@ fn severity_from_name(level: &str) -> i64 {
 fn log_record<E: Event>(
     event: &E,
     context: &[(Box<str>, Value)],
-    policy: Policy,
+    policy: &Policy,
     cut: Option<usize>,
 ) -> LogRecord {
     let level = event.level();
@@ -307,14 +308,29 @@ fn log_record<E: Event>(
         {
             continue;
         }
-        let mut b = Builder::new();
-        event.write_extra(i, name, &mut b);
-        attributes.push(kv(name, any(&b.finish().unwrap_or(Value::Nil), cut)));
+        let value = if is_redacted(&policy.redact, name) {
+            Value::Str(REDACTED.into())
+        } else {
+            let mut b = Redacting::new(Builder::new(), &policy.redact);
+            event.write_extra(i, name, &mut b);
+            b.inner.finish().unwrap_or(Value::Nil)
+        };
+        attributes.push(kv(name, any(&value, cut)));
     }
     for (k, v) in context {
-        if !matches!(&**k, "runtime" | "system") {
-            attributes.push(kv(k, any(v, cut)));
+        if matches!(&**k, "runtime" | "system") {
+            continue;
         }
+        let value = if is_redacted(&policy.redact, k) {
+            Value::Str(REDACTED.into())
+        } else if policy.redact.is_empty() {
+            v.clone()
+        } else {
+            let mut b = Redacting::new(Builder::new(), &policy.redact);
+            v.write(&mut b);
+            b.inner.finish().unwrap_or(Value::Nil)
+        };
+        attributes.push(kv(k, any(&value, cut)));
     }
     let rt = event.runtime();
     if let Some(path) = event.file_path().or(rt.file) {

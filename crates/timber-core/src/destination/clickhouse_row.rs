@@ -1,0 +1,413 @@
+//! One event as one `JSONEachRow` line of the OpenTelemetry `otel_logs`
+//! table (the OpenTelemetry Collector ClickHouse exporter's layout), so that
+//! Grafana, HyperDX or SigNoz read our rows beside any OTel pipeline's.
+//!
+//! Every attribute map is `Map(String, String)` there: nested extras are
+//! flattened into dotted keys (`order.id`), and values that are not strings
+//! are written as their JSON text (`42`, `true`, `["a"]`). A server without
+//! `Map` (before 22.3) holds them as `Nested(key, value)`, whose JSON is two
+//! arrays, `LogAttributes.key` and `LogAttributes.value`: rows are written
+//! that way once the destination has learnt the server is that old.
+
+use super::otlp::severity_number;
+use crate::encode::Json;
+use crate::event::{hostname, Event, Policy, UNSENT_EXTRAS};
+use crate::redact::{is_redacted, Redacting, REDACTED};
+use crate::value::{Builder, Value};
+use serde_json::{Map, Value as J};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What every row of a handler shares.
+#[derive(Debug, Clone)]
+pub(super) struct RowContext {
+    /// `ServiceName`.
+    pub(super) service: String,
+    /// Set once the server is known to lack `Map`: the maps go as `Nested`.
+    pub(super) nested_maps: Arc<AtomicBool>,
+}
+
+/// Appends the row of `event` to `out`, ending with `\n`; strings longer
+/// than `cut` bytes are cut and marked.
+pub(super) fn encode<E: Event>(
+    row: &RowContext,
+    event: &E,
+    context: &[(Box<str>, Value)],
+    policy: &Policy,
+    out: &mut Vec<u8>,
+    cut: Option<usize>,
+) {
+    let text = |s: &str| J::String(cut_str(s, cut));
+    let level = event.level();
+    let levelno = event.level_number().unwrap_or(match level {
+        "DEBUG" => 10,
+        "INFO" => 20,
+        "WARNING" | "WARN" => 30,
+        "ERROR" => 40,
+        "CRITICAL" | "FATAL" => 50,
+        _ => 0,
+    });
+    let severity_text = match level {
+        "WARNING" => "WARN",
+        "CRITICAL" => "FATAL",
+        other => other,
+    };
+    let mut attrs = Map::new();
+    for i in 0..event.extra_count() {
+        let name = event.extra_name(i);
+        if UNSENT_EXTRAS.contains(&name)
+            || !(policy.include_extra_attributes || event.extra_is_map(i))
+        {
+            continue;
+        }
+        // `redact=` as every destination applies it: the named keys' values
+        // replaced at any depth, before flattening.
+        let value = if is_redacted(&policy.redact, name) {
+            Value::Str(REDACTED.into())
+        } else {
+            let mut b = Redacting::new(Builder::new(), &policy.redact);
+            event.write_extra(i, name, &mut b);
+            b.inner.finish().unwrap_or(Value::Nil)
+        };
+        flatten(name, &value, cut, &mut attrs);
+    }
+    for (k, v) in context {
+        if matches!(&**k, "runtime" | "system") {
+            continue;
+        }
+        if is_redacted(&policy.redact, k) {
+            flatten(k, &Value::Str(REDACTED.into()), cut, &mut attrs);
+        } else if policy.redact.is_empty() {
+            flatten(k, v, cut, &mut attrs);
+        } else {
+            let mut b = Redacting::new(Builder::new(), &policy.redact);
+            v.write(&mut b);
+            flatten(k, &b.inner.finish().unwrap_or(Value::Nil), cut, &mut attrs);
+        }
+    }
+    let rt = event.runtime();
+    let mut put = |k: &str, v: String| {
+        attrs.insert(k.to_owned(), J::String(cut_str(&v, cut)));
+    };
+    if let Some(path) = event.file_path().or(rt.file) {
+        put("code.file.path", path.to_owned());
+    }
+    if let Some(f) = rt.function {
+        put("code.function.name", f.to_owned());
+    }
+    if let Some(line) = rt.line {
+        put("code.line.number", line.to_string());
+    }
+    if let Some(id) = rt.thread_id {
+        put("thread.id", id.to_string());
+    }
+    if let Some(name) = rt.thread_name {
+        put("thread.name", name.to_owned());
+    }
+    if let Some(e) = event.error() {
+        put("exception.type", e.name.clone());
+        if let Some(m) = event.exception_message() {
+            put("exception.message", m);
+        }
+        if let Some(trace) = event.stacktrace() {
+            put("exception.stacktrace", trace);
+        }
+    }
+    let mut resource = Map::new();
+    resource.insert("service.name".into(), J::String(row.service.clone()));
+    resource.insert("host.name".into(), J::String(hostname().to_owned()));
+    resource.insert(
+        "process.pid".into(),
+        J::String(std::process::id().to_string()),
+    );
+    let trace = event.trace();
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut r = Map::new();
+    r.insert(
+        "Timestamp".into(),
+        J::String(timestamp(event.time().nanos())),
+    );
+    r.insert(
+        "TraceId".into(),
+        J::String(trace.map_or_else(String::new, |t| hex(&t.trace_id))),
+    );
+    r.insert(
+        "SpanId".into(),
+        J::String(trace.map_or_else(String::new, |t| hex(&t.span_id))),
+    );
+    r.insert("TraceFlags".into(), J::from(trace.map_or(0, |t| t.flags)));
+    r.insert("SeverityText".into(), J::String(severity_text.to_owned()));
+    r.insert("SeverityNumber".into(), J::from(severity_number(levelno)));
+    r.insert("ServiceName".into(), J::String(row.service.clone()));
+    r.insert("Body".into(), text(event.message()));
+    let nested = row.nested_maps.load(Ordering::Relaxed);
+    put_map(&mut r, "ResourceAttributes", resource, nested);
+    r.insert(
+        "ScopeName".into(),
+        J::String(rt.logger_name.unwrap_or_default().to_owned()),
+    );
+    put_map(&mut r, "LogAttributes", attrs, nested);
+    // Writing a JSON value into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &J::Object(r));
+    out.push(b'\n');
+}
+
+/// A map column: an object, or for `Nested(key, value)` its two arrays.
+fn put_map(row: &mut Map<String, J>, name: &str, map: Map<String, J>, nested: bool) {
+    if !nested {
+        row.insert(name.to_owned(), J::Object(map));
+        return;
+    }
+    let (keys, values): (Vec<J>, Vec<J>) = map.into_iter().map(|(k, v)| (J::String(k), v)).unzip();
+    row.insert(format!("{name}.key"), J::Array(keys));
+    row.insert(format!("{name}.value"), J::Array(values));
+}
+
+/// `YYYY-MM-DD hh:mm:ss.nnnnnnnnn` in UTC: `DateTime64(9)`'s own text form,
+/// read by every server without `date_time_input_format`.
+pub(super) fn timestamp(nanos: i64) -> String {
+    let ts =
+        jiff::Timestamp::from_nanosecond(i128::from(nanos)).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
+    let dt = jiff::tz::Offset::UTC.to_datetime(ts);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:09}",
+        dt.year(),
+        dt.month(),
+        dt.day(),
+        dt.hour(),
+        dt.minute(),
+        dt.second(),
+        dt.subsec_nanosecond()
+    )
+}
+
+/// Maps become dotted keys; everything else one string.
+fn flatten(key: &str, v: &Value, cut: Option<usize>, out: &mut Map<String, J>) {
+    match v {
+        Value::Map(entries) if !entries.is_empty() => {
+            for (k, inner) in entries {
+                flatten(&format!("{key}.{k}"), inner, cut, out);
+            }
+        }
+        Value::Str(s) => {
+            out.insert(key.to_owned(), J::String(cut_str(s, cut)));
+        }
+        other => {
+            let mut j = Json::new();
+            other.write(&mut j);
+            let text = String::from_utf8(j.buf).unwrap_or_default();
+            out.insert(key.to_owned(), J::String(cut_str(&text, cut)));
+        }
+    }
+}
+
+fn cut_str(s: &str, cut: Option<usize>) -> String {
+    match cut {
+        Some(max) if s.len() > max => {
+            let mut at = max;
+            while !s.is_char_boundary(at) {
+                at -= 1;
+            }
+            format!("{}… [truncated {} bytes]", &s[..at], s.len() - at)
+        }
+        _ => s.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::event::{Time, Trace};
+    use crate::record::{ErrorInfo, Runtime, System};
+
+    struct Order;
+
+    impl Event for Order {
+        fn time(&self) -> Time {
+            Time::UnixMicros(1_551_671_061_221_232)
+        }
+        fn level(&self) -> &str {
+            "WARNING"
+        }
+        fn level_number(&self) -> Option<i64> {
+            Some(30)
+        }
+        fn message(&self) -> &str {
+            "Order #1234 placed"
+        }
+        fn trace(&self) -> Option<Trace> {
+            Some(Trace {
+                trace_id: [0xab; 16],
+                span_id: [0xcd; 8],
+                flags: 1,
+            })
+        }
+        fn runtime(&self) -> Runtime<'_> {
+            Runtime {
+                function: Some("place"),
+                file: Some("shop.py"),
+                line: Some(23),
+                thread_id: Some(7),
+                thread_name: Some("MainThread"),
+                logger_name: Some("shop.orders"),
+            }
+        }
+        fn system(&self) -> System<'_> {
+            System::default()
+        }
+        fn error(&self) -> Option<ErrorInfo> {
+            Some(ErrorInfo {
+                name: "ValueError".into(),
+                message: "bad total".into(),
+                backtrace: Vec::new(),
+            })
+        }
+        fn extra_count(&self) -> usize {
+            2
+        }
+        fn extra_name(&self, i: usize) -> &str {
+            ["order", "attempt"][i]
+        }
+        fn extra_is_map(&self, i: usize) -> bool {
+            i == 0
+        }
+        fn write_extra<S: crate::encode::Sink>(&self, i: usize, _: &str, sink: &mut S) {
+            if i == 0 {
+                sink.map(2);
+                sink.str("id");
+                sink.int(1234);
+                sink.str("total");
+                sink.float(520.23);
+            } else {
+                sink.int(2);
+            }
+        }
+    }
+
+    #[test]
+    fn a_record_becomes_an_otel_logs_row() {
+        let row = RowContext {
+            service: "shop".into(),
+            nested_maps: Arc::default(),
+        };
+        let context = [(
+            "user".into(),
+            Value::Map(vec![("id".into(), Value::Int(5))]),
+        )];
+        let mut out = Vec::new();
+        encode(&row, &Order, &context, &Policy::default(), &mut out, None);
+        assert_eq!(out.last(), Some(&b'\n'));
+        let got: J = serde_json::from_slice(&out).unwrap();
+        let host = hostname();
+        let pid = std::process::id().to_string();
+        assert_eq!(
+            got,
+            serde_json::json!({
+                "Timestamp": "2019-03-04 03:44:21.221232000",
+                "TraceId": "ab".repeat(16),
+                "SpanId": "cd".repeat(8),
+                "TraceFlags": 1,
+                "SeverityText": "WARN",
+                "SeverityNumber": 13,
+                "ServiceName": "shop",
+                "Body": "Order #1234 placed",
+                "ResourceAttributes": {"service.name": "shop", "host.name": host, "process.pid": pid},
+                "ScopeName": "shop.orders",
+                "LogAttributes": {
+                    "order.id": "1234",
+                    "order.total": "520.23",
+                    "attempt": "2",
+                    "user.id": "5",
+                    "code.file.path": "shop.py",
+                    "code.function.name": "place",
+                    "code.line.number": "23",
+                    "thread.id": "7",
+                    "thread.name": "MainThread",
+                    "exception.type": "ValueError",
+                    "exception.message": "bad total",
+                },
+            })
+        );
+        // One line per row (JSONEachRow reads columns by name, in any order).
+        assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
+
+        // For a server without Map: the same pairs, as Nested's two arrays.
+        row.nested_maps.store(true, Ordering::Relaxed);
+        out.clear();
+        encode(&row, &Order, &[], &Policy::default(), &mut out, None);
+        let got: J = serde_json::from_slice(&out).unwrap();
+        assert!(got.get("LogAttributes").is_none());
+        assert_eq!(
+            got["ResourceAttributes.key"],
+            serde_json::json!(["host.name", "process.pid", "service.name"])
+        );
+        let keys = got["LogAttributes.key"].as_array().unwrap();
+        let values = got["LogAttributes.value"].as_array().unwrap();
+        assert_eq!(keys.len(), values.len());
+        let at = keys.iter().position(|k| k == "order.id").unwrap();
+        assert_eq!(values[at], "1234");
+    }
+
+    #[test]
+    fn redacted_keys_are_replaced_before_flattening() {
+        let row = RowContext {
+            service: "shop".into(),
+            nested_maps: Arc::default(),
+        };
+        let policy = Policy {
+            redact: vec!["total".into(), "user".into()].into(),
+            ..Policy::default()
+        };
+        let context = [(
+            "user".into(),
+            Value::Map(vec![("id".into(), Value::Int(5))]),
+        )];
+        let mut out = Vec::new();
+        encode(&row, &Order, &context, &policy, &mut out, None);
+        let got: J = serde_json::from_slice(&out).unwrap();
+        let attrs = &got["LogAttributes"];
+        assert_eq!(attrs["order.total"], "[REDACTED]");
+        assert_eq!(attrs["order.id"], "1234");
+        assert_eq!(attrs["user"], "[REDACTED]");
+        assert!(attrs.get("user.id").is_none());
+    }
+
+    #[test]
+    fn timestamps_keep_nanoseconds() {
+        assert_eq!(
+            timestamp(1_551_671_061_221_232_999),
+            "2019-03-04 03:44:21.221232999"
+        );
+        assert_eq!(timestamp(0), "1970-01-01 00:00:00.000000000");
+    }
+
+    #[test]
+    fn nested_extras_flatten_to_dotted_string_keys() {
+        let v = Value::Map(vec![
+            ("id".into(), Value::Int(7)),
+            (
+                "user".into(),
+                Value::Map(vec![("name".into(), Value::Str("ann".into()))]),
+            ),
+            (
+                "tags".into(),
+                Value::Array(vec![Value::Str("a".into()), Value::Bool(true)]),
+            ),
+            ("none".into(), Value::Nil),
+            ("empty".into(), Value::Map(vec![])),
+        ]);
+        let mut out = Map::new();
+        flatten("order", &v, None, &mut out);
+        assert_eq!(
+            J::Object(out),
+            serde_json::json!({
+                "order.id": "7",
+                "order.user.name": "ann",
+                "order.tags": "[\"a\",true]",
+                "order.none": "null",
+                "order.empty": "{}",
+            })
+        );
+    }
+}
