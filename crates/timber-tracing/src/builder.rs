@@ -25,9 +25,10 @@ impl Error {
 }
 
 /// A value for [`Builder::option`]: numbers, booleans, text, paths,
-/// durations (as seconds), and `None` (`Option::<T>::None`) for "not
-/// given" (then the environment variable, if the option has one, is read)
-/// or, for `compression`, no compression.
+/// durations (as seconds), lists (`["password", "token"]` for `redact`),
+/// and `None` (`Option::<T>::None`) for "not given" (then the environment
+/// variable, if the option has one, is read) or, for `compression`, no
+/// compression.
 pub trait OptionValue {
     /// The value as core reads options.
     #[doc(hidden)]
@@ -91,6 +92,24 @@ impl OptionValue for PathBuf {
 impl OptionValue for Duration {
     fn raw(self) -> Raw {
         Raw::Float(self.as_secs_f64())
+    }
+}
+
+impl<T: OptionValue> OptionValue for Vec<T> {
+    fn raw(self) -> Raw {
+        Raw::List(self.into_iter().map(OptionValue::raw).collect())
+    }
+}
+
+impl<T: OptionValue, const N: usize> OptionValue for [T; N] {
+    fn raw(self) -> Raw {
+        Raw::List(self.into_iter().map(OptionValue::raw).collect())
+    }
+}
+
+impl<T: OptionValue + Clone> OptionValue for &[T] {
+    fn raw(self) -> Raw {
+        Raw::List(self.iter().cloned().map(OptionValue::raw).collect())
     }
 }
 
@@ -286,6 +305,16 @@ mod tests {
                 Raw::Int(v) => b.option(name, i64::try_from(v).unwrap()),
                 Raw::Float(v) => b.option(name, v),
                 Raw::Str(v) => b.option(name, v),
+                Raw::List(items) => {
+                    let texts: Vec<String> = items
+                        .into_iter()
+                        .map(|i| match i {
+                            Raw::Str(s) => s,
+                            other => panic!("{name}: {other:?}"),
+                        })
+                        .collect();
+                    b.option(name, texts)
+                }
                 other => panic!("{name}: {other:?}"),
             };
             b.settings()
@@ -312,8 +341,11 @@ mod tests {
             .shutdown_timeout(Duration::from_secs(1))
             .option("compression", None::<&str>)
             .option("max_in_flight", 4u8)
+            .option("redact", ["password", "token"])
             .settings()
             .unwrap();
+        let redact: Vec<&str> = s.redact.iter().map(|k| &**k).collect();
+        assert_eq!(redact, ["password", "token"]);
         assert_eq!(s.api_key.as_deref(), Some("given"));
         assert_eq!(s.source_id.as_deref(), Some("mine"));
         assert_eq!(s.buffer_capacity, 500);
