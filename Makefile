@@ -49,11 +49,13 @@ bench: build
 	$(PY) bench/run.py
 	$(PY) bench/collector.py
 	$(PY) bench/asgi.py
+	cargo bench -p timber-tracing --bench app_thread --locked
 
 bench-quick: build
 	$(PY) bench/run.py --quick
 	$(PY) bench/collector.py --quick
 	$(PY) bench/asgi.py --quick
+	cargo bench -p timber-tracing --bench app_thread --locked -- --quick
 
 # Coverage-guided fuzzing of the collector's body decoders (libFuzzer).
 # cargo-fuzz wants nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain
