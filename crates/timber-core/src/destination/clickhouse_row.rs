@@ -11,9 +11,8 @@
 
 use super::otlp::severity_number;
 use crate::encode::Json;
-use crate::event::{hostname, Event, Policy, UNSENT_EXTRAS};
-use crate::redact::{is_redacted, Redacting, REDACTED};
-use crate::value::{Builder, Value};
+use crate::event::{hostname, Event, Policy};
+use crate::value::Value;
 use serde_json::{Map, Value as J};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -47,43 +46,10 @@ pub(super) fn encode<E: Event>(
         "CRITICAL" | "FATAL" => 50,
         _ => 0,
     });
-    let severity_text = match level {
-        "WARNING" => "WARN",
-        "CRITICAL" => "FATAL",
-        other => other,
-    };
+    let severity_text = super::otlp::severity_text(level);
     let mut attrs = Map::new();
-    for i in 0..event.extra_count() {
-        let name = event.extra_name(i);
-        if UNSENT_EXTRAS.contains(&name)
-            || !(policy.include_extra_attributes || event.extra_is_map(i))
-        {
-            continue;
-        }
-        // `redact=` as every destination applies it: the named keys' values
-        // replaced at any depth, before flattening.
-        let value = if is_redacted(&policy.redact, name) {
-            Value::Str(REDACTED.into())
-        } else {
-            let mut b = Redacting::new(Builder::new(), &policy.redact);
-            event.write_extra(i, name, &mut b);
-            b.inner.finish().unwrap_or(Value::Nil)
-        };
-        flatten(name, &value, cut, &mut attrs);
-    }
-    for (k, v) in context {
-        if matches!(&**k, "runtime" | "system") {
-            continue;
-        }
-        if is_redacted(&policy.redact, k) {
-            flatten(k, &Value::Str(REDACTED.into()), cut, &mut attrs);
-        } else if policy.redact.is_empty() {
-            flatten(k, v, cut, &mut attrs);
-        } else {
-            let mut b = Redacting::new(Builder::new(), &policy.redact);
-            v.write(&mut b);
-            flatten(k, &b.inner.finish().unwrap_or(Value::Nil), cut, &mut attrs);
-        }
+    for (k, v) in super::otlp::user_attributes(event, context, policy) {
+        flatten(&k, &v, cut, &mut attrs);
     }
     let rt = event.runtime();
     let mut put = |k: &str, v: String| {

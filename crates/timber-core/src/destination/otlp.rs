@@ -256,6 +256,51 @@ impl Otlp {
     }
 }
 
+/// The event's own attributes as OpenTelemetry sends them: the extras sent
+/// (as the frame would send them), then the custom context's entries, each
+/// with `redact=` applied.
+pub(super) fn user_attributes<E: Event>(
+    event: &E,
+    context: &[(Box<str>, Value)],
+    policy: &Policy,
+) -> Vec<(String, Value)> {
+    let redacted = |name: &str, write: &dyn Fn(&mut Redacting<'_, Builder>)| {
+        if is_redacted(&policy.redact, name) {
+            return Value::Str(REDACTED.into());
+        }
+        let mut b = Redacting::new(Builder::new(), &policy.redact);
+        write(&mut b);
+        b.inner.finish().unwrap_or(Value::Nil)
+    };
+    let mut out = Vec::new();
+    for i in 0..event.extra_count() {
+        let name = event.extra_name(i);
+        if UNSENT_EXTRAS.contains(&name)
+            || !(policy.include_extra_attributes || event.extra_is_map(i))
+        {
+            continue;
+        }
+        let value = redacted(name, &|b| event.write_extra(i, name, b));
+        out.push((name.to_owned(), value));
+    }
+    for (k, v) in context {
+        if !matches!(&**k, "runtime" | "system") {
+            out.push((k.to_string(), redacted(k, &|b| v.write(b))));
+        }
+    }
+    out
+}
+
+/// `severity_text` as the SDK writes it: `WARN` for `WARNING`, `FATAL` for
+/// `CRITICAL`, other level names as they are.
+pub(super) fn severity_text(level: &str) -> &str {
+    match level {
+        "WARNING" => "WARN",
+        "CRITICAL" => "FATAL",
+        other => other,
+    }
+}
+
 /// The SDK's table from Python's level numbers to severity numbers.
 pub fn severity_number(levelno: i64) -> i32 {
     match levelno {
@@ -294,44 +339,12 @@ fn log_record<E: Event>(
     let levelno = event
         .level_number()
         .unwrap_or_else(|| severity_from_name(level));
-    let severity_text = match level {
-        "WARNING" => "WARN",
-        "CRITICAL" => "FATAL",
-        other => other,
-    };
+    let severity_text = severity_text(level);
     let text = |s: &str| string(cut_str(s, cut));
-    let mut attributes = Vec::new();
-    for i in 0..event.extra_count() {
-        let name = event.extra_name(i);
-        if UNSENT_EXTRAS.contains(&name)
-            || !(policy.include_extra_attributes || event.extra_is_map(i))
-        {
-            continue;
-        }
-        let value = if is_redacted(&policy.redact, name) {
-            Value::Str(REDACTED.into())
-        } else {
-            let mut b = Redacting::new(Builder::new(), &policy.redact);
-            event.write_extra(i, name, &mut b);
-            b.inner.finish().unwrap_or(Value::Nil)
-        };
-        attributes.push(kv(name, any(&value, cut)));
-    }
-    for (k, v) in context {
-        if matches!(&**k, "runtime" | "system") {
-            continue;
-        }
-        let value = if is_redacted(&policy.redact, k) {
-            Value::Str(REDACTED.into())
-        } else if policy.redact.is_empty() {
-            v.clone()
-        } else {
-            let mut b = Redacting::new(Builder::new(), &policy.redact);
-            v.write(&mut b);
-            b.inner.finish().unwrap_or(Value::Nil)
-        };
-        attributes.push(kv(k, any(&value, cut)));
-    }
+    let mut attributes: Vec<KeyValue> = user_attributes(event, context, policy)
+        .into_iter()
+        .map(|(k, v)| kv(&k, any(&v, cut)))
+        .collect();
     let rt = event.runtime();
     if let Some(path) = event.file_path().or(rt.file) {
         attributes.push(kv("code.file.path", text(path)));
