@@ -73,6 +73,19 @@ impl<S: Sink + ?Sized> Sink for &mut S {
     }
 }
 
+/// `s` cut to at most `max` bytes (at a character boundary) and marked
+/// `… [truncated N bytes]`, or `s` itself when it fits.
+pub(crate) fn cut_string(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut at = max;
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}… [truncated {} bytes]", &s[..at], s.len() - at))
+}
+
 /// Cuts every string longer than `max` bytes, marking the cut, so that a
 /// record too large for a request still goes out, shortened, instead of
 /// being dropped.
@@ -101,16 +114,7 @@ impl<S: Sink> Sink for Truncating<S> {
         self.inner.finite_float(v);
     }
     fn str(&mut self, v: &str) {
-        if v.len() <= self.max {
-            return self.inner.str(v);
-        }
-        let mut cut = self.max;
-        while !v.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        let dropped = v.len() - cut;
-        self.inner
-            .str(&format!("{}… [truncated {dropped} bytes]", &v[..cut]));
+        self.inner.str(&cut_string(v, self.max));
     }
     fn array(&mut self, len: usize) {
         self.inner.array(len);

@@ -9,6 +9,7 @@
 //! arrays, `LogAttributes.key` and `LogAttributes.value`: rows are written
 //! that way once the destination has learnt the server is that old.
 
+use super::otlp::cut_str;
 use super::otlp::severity_number;
 use crate::encode::Json;
 use crate::event::{hostname, Event, Policy};
@@ -164,19 +165,6 @@ fn flatten(key: &str, v: &Value, cut: Option<usize>, out: &mut Map<String, J>) {
             let text = String::from_utf8(j.buf).unwrap_or_default();
             out.insert(key.to_owned(), J::String(cut_str(&text, cut)));
         }
-    }
-}
-
-fn cut_str(s: &str, cut: Option<usize>) -> String {
-    match cut {
-        Some(max) if s.len() > max => {
-            let mut at = max;
-            while !s.is_char_boundary(at) {
-                at -= 1;
-            }
-            format!("{}… [truncated {} bytes]", &s[..at], s.len() - at)
-        }
-        _ => s.to_owned(),
     }
 }
 

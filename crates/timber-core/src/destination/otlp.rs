@@ -386,16 +386,11 @@ fn log_record<E: Event>(
     }
 }
 
-fn cut_str(s: &str, cut: Option<usize>) -> String {
+/// `s`, cut and marked when longer than `cut` bytes.
+pub(super) fn cut_str(s: &str, cut: Option<usize>) -> String {
     match cut {
-        Some(max) if s.len() > max => {
-            let mut at = max;
-            while !s.is_char_boundary(at) {
-                at -= 1;
-            }
-            format!("{}… [truncated {} bytes]", &s[..at], s.len() - at)
-        }
-        _ => s.to_owned(),
+        Some(max) => crate::encode::cut_string(s, max).into_owned(),
+        None => s.to_owned(),
     }
 }
 
