@@ -101,7 +101,8 @@ def test_more_sources_than_descriptors(limited: Callable[..., Collector]) -> Non
     for i in range(0, 1500, 100):
         assert post(conn, f"/sources/s{i}/frames", msgpack.packb({"i": i, "again": True}))[0] == 202
     conn.close()
-    assert slowest < 0.9, f"a request waited {slowest:.2f} s"
+    # Not a speed check: it catches a request held back until a descriptor frees up.
+    assert slowest < 2.5, f"a request waited {slowest:.2f} s"
     assert len(list(c.out.glob("*.ndjson"))) == 1500
     assert c.frames("s100") == [{"i": 100}, {"i": 100, "again": True}]
     assert c.frames("s1499") == [{"i": 1499}]

@@ -56,7 +56,7 @@ def test_ten_second_outage_loses_nothing_with_default_settings(logger: logging.L
     assert h.dropcount == 0
     # Not a speed check: a call that waited on the network (connect and
     # request timeouts are seconds) would exceed this bound many times over.
-    assert slowest < 1.0
+    assert slowest < 2.0
 
 
 def test_server_error_storm_then_everything_arrives(
