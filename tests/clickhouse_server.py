@@ -68,13 +68,19 @@ def free_port() -> int:
 
 
 class ClickHouse:
-    def __init__(self, root: Path, remote_servers: str = "", tcp_port: int | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        remote_servers: str = "",
+        tcp_port: int | None = None,
+        http_port: int | None = None,
+    ) -> None:
         binary = shutil.which("clickhouse-server") or shutil.which(
             "clickhouse-server", path="/usr/sbin:/usr/bin"
         )
         if binary is None:
             pytest.fail("clickhouse-server is not installed: run `make setup`")
-        self.port = free_port()
+        self.port = http_port or free_port()
         self.tcp_port = tcp_port or free_port()
         self.root = root
         root.mkdir(exist_ok=True)
@@ -85,9 +91,15 @@ class ClickHouse:
             "utf-8",
         )
         (root / "users.xml").write_text(USERS.format(user=USER, password=PASSWORD), "utf-8")
-        self.log = (root / "server.log").open("wb")
+        self.binary = binary
+        self.start()
+
+    def start(self) -> None:
+        """Starts the server (again, on the same data) and waits for it."""
+        root = self.root
+        self.log = (root / "server.log").open("ab")
         self.proc = subprocess.Popen(
-            [binary, f"--config-file={root / 'config.xml'}"],
+            [self.binary, f"--config-file={root / 'config.xml'}"],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             cwd=root,
@@ -120,6 +132,13 @@ class ClickHouse:
     def rows(self, table: str) -> list[dict[str, Any]]:
         out = self.query(f"SELECT * FROM {table} ORDER BY Timestamp FORMAT JSONEachRow")
         return [json.loads(line) for line in out.splitlines()]
+
+    def kill(self) -> None:
+        """Stops the server at once, as a crash or an out-of-memory kill
+        would (a graceful stop keeps answering while it drains)."""
+        self.proc.kill()
+        self.proc.wait()
+        self.log.close()
 
     def close(self) -> None:
         self.proc.terminate()

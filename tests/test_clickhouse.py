@@ -120,7 +120,7 @@ def test_create_table_makes_the_layout_the_server_can_hold(
 ) -> None:
     h = handler(clickhouse, "made", create_table=True)
     logger.addHandler(h)
-    logger.info("before the server was known", extra={"n": 1})
+    logger.info("before the server was known", extra={"cart": {"n": 1}})
     h.flush()
     # From here on rows are written for 18.16: the maps as Nested arrays.
     logger.info("after", extra={"order": {"id": 7, "tags": ["a"]}})
@@ -132,6 +132,11 @@ def test_create_table_makes_the_layout_the_server_can_hold(
     assert "Timestamp\tString" in columns
     first, second = clickhouse.rows("made")
     assert first["Body"] == "before the server was known"
+    # Encoded before the server's version was known, sent in its layout.
+    assert (
+        dict(zip(first["LogAttributes.key"], first["LogAttributes.value"], strict=True))["cart.n"]
+        == "1"
+    )
     assert second["Body"] == "after"
     attrs = dict(zip(second["LogAttributes.key"], second["LogAttributes.value"], strict=True))
     assert attrs["order.id"] == "7"

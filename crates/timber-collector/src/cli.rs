@@ -10,7 +10,18 @@ use crate::config::{
     DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MEMORY, DEFAULT_MAX_OPEN_FILES, DEFAULT_OUT,
     DEFAULT_READ_TIMEOUT, DEFAULT_ROOT_SOURCE,
 };
+use crate::gateway::Gateway;
 use crate::store::valid_source_id;
+
+/// The flags that only a gateway (`--clickhouse`) takes.
+const GATEWAY_FLAGS: [&str; 6] = [
+    "--clickhouse",
+    "--table",
+    "--create-table",
+    "--username",
+    "--password",
+    "--spool-dir",
+];
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,9 +42,14 @@ usage: {prog} [--listen HOST:PORT] [--out DIR] [--api-key KEY] [--max-body SIZE]
 {pad}[--root-source ID] [--max-open-files N] [--max-connections N]
 {pad}[--read-timeout TIME] [--idle-timeout TIME] [--max-memory SIZE]
 {pad}[--fsync] [--quiet]
+{pad}[--clickhouse URL [--table NAME] [--create-table] [--username USER]
+{pad} [--password PASSWORD] [--spool-dir DIR]]
 
 Receives Timber frames over HTTP and appends them to DIR/<source_id>.ndjson.
-SIGHUP reopens every file (after logrotate has renamed them).
+SIGHUP reopens every file (after logrotate has renamed them). With
+--clickhouse it is a gateway instead: every frame becomes one row of an
+otel_logs table, inserted in large batches, retried, and spooled to disk
+while ClickHouse cannot take them.
 
   --listen HOST:PORT    address to listen on (default {DEFAULT_LISTEN}; port 0 picks one)
   --out DIR             directory for the .ndjson files (default {DEFAULT_OUT})
@@ -50,7 +66,14 @@ SIGHUP reopens every file (after logrotate has renamed them).
   --max-memory SIZE     request bodies held in memory at once, received or decoding
                         (default {memory}MiB); beyond it requests wait, then get 503
   --fsync               sync each write to disk before answering
-  --quiet               print nothing to stderr",
+  --quiet               print nothing to stderr
+  --clickhouse URL      forward to ClickHouse's HTTP interface, e.g. http://127.0.0.1:8123
+  --table NAME          the table, db.table accepted (default otel_logs)
+  --create-table        create the table when it is missing
+  --username USER       ClickHouse user (default: $TIMBER_CLICKHOUSE_USER)
+  --password PASSWORD   its password (default: $TIMBER_CLICKHOUSE_PASSWORD)
+  --spool-dir DIR       keep on disk what ClickHouse cannot take now, and what is
+                        still unsent at exit; sent from there when it can",
         read = seconds(DEFAULT_READ_TIMEOUT),
         idle = seconds(DEFAULT_IDLE_TIMEOUT),
         memory = DEFAULT_MAX_MEMORY >> 20,
@@ -71,6 +94,8 @@ pub fn parse_args(
         api_key: env_api_key.filter(|k| !k.is_empty()),
         ..Config::default()
     };
+    let mut gateway = Gateway::default();
+    let mut gateway_flag = None;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
@@ -79,7 +104,10 @@ pub fn parse_args(
             }
             _ => (arg.clone(), None),
         };
-        let takes_value = !matches!(flag.as_str(), "-h" | "--help" | "--fsync" | "--quiet");
+        let takes_value = !matches!(
+            flag.as_str(),
+            "-h" | "--help" | "--fsync" | "--quiet" | "--create-table"
+        );
         if !takes_value && inline.is_some() {
             return Err(format!("{flag} takes no value"));
         }
@@ -111,8 +139,27 @@ pub fn parse_args(
             "--idle-timeout" => config.idle_timeout = duration(&flag, &value()?)?,
             "--fsync" => config.fsync = true,
             "--quiet" => config.quiet = true,
+            "--clickhouse" => {
+                gateway.url = value()?;
+                if gateway.url.is_empty() {
+                    return Err("--clickhouse needs a URL, such as http://127.0.0.1:8123".into());
+                }
+            }
+            "--table" => gateway.table = Some(value()?),
+            "--create-table" => gateway.create_table = true,
+            "--username" => gateway.username = Some(value()?),
+            "--password" => gateway.password = Some(value()?),
+            "--spool-dir" => gateway.spool_dir = Some(PathBuf::from(value()?)),
             other => return Err(format!("unknown argument {other:?}")),
         }
+        if flag != "--clickhouse" && GATEWAY_FLAGS.contains(&flag.as_str()) {
+            gateway_flag.get_or_insert(flag);
+        }
+    }
+    if !gateway.url.is_empty() {
+        config.gateway = Some(Box::new(gateway));
+    } else if let Some(flag) = gateway_flag {
+        return Err(format!("{flag} needs --clickhouse URL"));
     }
     Ok(Command::Run(config))
 }

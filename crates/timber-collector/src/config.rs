@@ -52,6 +52,8 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Bytes of request bodies held in memory at once, received or decoding.
     pub max_memory: u64,
+    /// Forward to ClickHouse instead of writing files (`--clickhouse`).
+    pub gateway: Option<Box<crate::gateway::Gateway>>,
 }
 
 impl Default for Config {
@@ -69,6 +71,7 @@ impl Default for Config {
             read_timeout: DEFAULT_READ_TIMEOUT,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             max_memory: DEFAULT_MAX_MEMORY,
+            gateway: None,
         }
     }
 }

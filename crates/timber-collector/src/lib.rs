@@ -16,12 +16,17 @@
 //! Descriptors ([`limits`]), connections ([`conn`]) and memory ([`budget`]) are
 //! bounded, so that no client, however slow or numerous, can starve the others.
 //! The command line is [`cli`], shared by the binary and `timber collect`.
+//!
+//! With `--clickhouse URL` the collector is a gateway ([`gateway`]): the
+//! store hands the frames to a `timber_core` engine that inserts them into
+//! ClickHouse, instead of writing files.
 
 pub mod body;
 pub mod budget;
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod gateway;
 mod json;
 pub mod limits;
 pub mod otlp;
@@ -66,6 +71,9 @@ pub enum Error {
         /// What the system said.
         source: std::io::Error,
     },
+    /// The gateway's settings are wrong (`--clickhouse` and the rest).
+    #[error("{0}")]
+    Gateway(String),
     /// The runtime or the server failed.
     #[error("collector failed: {0}")]
     Io(#[from] std::io::Error),
@@ -98,12 +106,31 @@ pub fn run(config: Config) -> Result<(), Error> {
             limits::open_files_limit().unwrap_or_default()
         );
     }
-    let store =
-        Store::open(&config.out, config.fsync, max_open_files).map_err(|source| Error::Out {
-            dir: config.out.clone(),
-            source,
-        })?;
-    let dir = std::fs::canonicalize(store.dir()).unwrap_or_else(|_| store.dir().to_path_buf());
+    let (store, writing_to) = match &config.gateway {
+        Some(gateway) => {
+            let forward = gateway::Forwarder::new(gateway, |name| std::env::var(name).ok())
+                .map_err(Error::Gateway)?;
+            let to = format!(
+                "forwarding to ClickHouse at {}, table {}",
+                forward.display_url(),
+                forward.table()
+            );
+            (Store::forwarding(forward), to)
+        }
+        None => {
+            let store =
+                Store::open(&config.out, config.fsync, max_open_files).map_err(|source| {
+                    Error::Out {
+                        dir: config.out.clone(),
+                        source,
+                    }
+                })?;
+            let dir =
+                std::fs::canonicalize(store.dir()).unwrap_or_else(|_| store.dir().to_path_buf());
+            let to = format!("writing to {}", dir.display());
+            (store, to)
+        }
+    };
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -139,14 +166,29 @@ pub fn run(config: Config) -> Result<(), Error> {
         let mut stdout = std::io::stdout().lock();
         writeln!(
             stdout,
-            "timber collect: listening on {}, writing to {}",
+            "timber collect: listening on {}, {writing_to}",
             server::url(addr),
-            dir.display()
         )?;
         stdout.flush()?;
         drop(stdout);
-        let served = server::serve(listener, state, limits, shutdown, config.quiet).await;
+        let served =
+            server::serve(listener, Arc::clone(&state), limits, shutdown, config.quiet).await;
         reopen.abort();
+        if let Some(forward) = state.store.forwarder() {
+            // What is still buffered goes to ClickHouse, or to the spool at
+            // the deadline; the engine prints what it could not do.
+            let timeout = forward.shutdown_timeout();
+            tokio::task::block_in_place(|| forward.close(timeout));
+            if !config.quiet {
+                let s = forward.stats();
+                eprintln!(
+                    "timber collect: {} records in ClickHouse, {} spooled, {} dropped",
+                    s.sent,
+                    s.spooled,
+                    s.dropped()
+                );
+            }
+        }
         served?;
         Ok(())
     })

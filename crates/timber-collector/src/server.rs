@@ -312,6 +312,10 @@ pub(crate) fn append(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 &format!("cannot store frames: {e}"),
             ),
+            StoreError::Forward(_) => refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &format!("cannot take frames now ({e}): try again shortly"),
+            ),
         })
 }
 
@@ -442,8 +446,17 @@ async fn report_activity(store: Arc<Store>) {
         tick.tick().await;
         let now = store.frames();
         if now > last {
+            let forwarded = store.forwarder().map_or_else(String::new, |f| {
+                let s = f.stats();
+                format!(
+                    ", {} in ClickHouse, {} spooled, {} dropped",
+                    s.sent,
+                    s.spooled,
+                    s.dropped()
+                )
+            });
             eprintln!(
-                "timber collect: {} records/s, {} sources, {now} records in all",
+                "timber collect: {} records/s, {} sources, {now} records in all{forwarded}",
                 now - last,
                 store.sources()
             );

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
+use crate::gateway::Forwarder;
 use crate::recent::RecentKeys;
 
 /// Longest source id accepted, well under the file-name limit of common file systems.
@@ -46,6 +47,9 @@ pub enum StoreError {
     /// Any other failure of the file system (500).
     #[error("{0}")]
     Io(#[from] io::Error),
+    /// A gateway's engine cannot take the frames now (503).
+    #[error("{0}")]
+    Forward(#[from] timber_core::Refused),
 }
 
 /// What an append did.
@@ -69,6 +73,8 @@ pub struct Store {
     /// reopened before its next write.
     generation: AtomicU64,
     frames: AtomicU64,
+    /// A gateway's engine, which takes the frames instead of the files.
+    forward: Option<Forwarder>,
 }
 
 #[derive(Debug, Default)]
@@ -119,7 +125,27 @@ impl Store {
             sources: Mutex::new(Sources::default()),
             generation: AtomicU64::new(0),
             frames: AtomicU64::new(0),
+            forward: None,
         })
+    }
+
+    /// A store that hands every source's frames to `forward` (a gateway's
+    /// engine) and writes no file; idempotency keys are kept as usual.
+    pub fn forwarding(forward: Forwarder) -> Self {
+        Self {
+            dir: PathBuf::new(),
+            fsync: false,
+            max_open: 1,
+            sources: Mutex::new(Sources::default()),
+            generation: AtomicU64::new(0),
+            frames: AtomicU64::new(0),
+            forward: Some(forward),
+        }
+    }
+
+    /// The gateway's engine, if this store forwards.
+    pub fn forwarder(&self) -> Option<&Forwarder> {
+        self.forward.as_ref()
     }
 
     /// The directory written into.
@@ -151,7 +177,9 @@ impl Store {
         if let Some(n) = key.and_then(|k| state.keys.get(k, Instant::now())) {
             return Ok(Appended::Replay(n));
         }
-        if !lines.is_empty() {
+        if let (Some(forward), false) = (&self.forward, lines.is_empty()) {
+            forward.send(source, lines)?;
+        } else if !lines.is_empty() {
             let kept = self.open_for_write(source, &mut state)?;
             let file = state.file.as_mut().expect("opened above");
             let written = write_whole(file, lines).and_then(|()| {

@@ -20,6 +20,17 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Why [`Engine::emit_all`] took nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// The buffer has no room for all of them now.
+    #[error("the buffer is full")]
+    Full,
+    /// The engine is closed.
+    #[error("the engine is closed")]
+    Closed,
+}
+
 /// The engine could not be built.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EngineError {
@@ -327,6 +338,57 @@ impl Engine {
         keep_scratch(buf);
         self.busy.fetch_sub(1, Ordering::SeqCst);
         None
+    }
+
+    /// Encodes every event and buffers all of them or none: `Refused::Full`
+    /// when they do not all fit now, so that a gateway can answer its
+    /// client "try again" with nothing half taken (nothing is counted
+    /// then: the client still holds the records). Returns how many were
+    /// buffered; one too large for any batch is counted dropped.
+    pub fn emit_all<'e, E: Event + 'e>(
+        &self,
+        events: impl IntoIterator<Item = (&'e E, &'e [(Box<str>, Value)])>,
+    ) -> Result<usize, Refused> {
+        if self.is_closed() {
+            return Err(Refused::Closed);
+        }
+        // Busy while encoding and pushing, so that close counts these too.
+        self.busy.fetch_add(1, Ordering::SeqCst);
+        let result = self.push_all(events);
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        result
+    }
+
+    fn push_all<'e, E: Event + 'e>(
+        &self,
+        events: impl IntoIterator<Item = (&'e E, &'e [(Box<str>, Value)])>,
+    ) -> Result<usize, Refused> {
+        let records: Vec<Vec<u8>> = events
+            .into_iter()
+            .map(|(event, context)| {
+                let mut buf = Vec::new();
+                self.pipeline.destination.encode(event, context, &mut buf);
+                buf
+            })
+            .collect();
+        if !self.started.load(Ordering::Relaxed) {
+            self.start();
+        }
+        let left_out = self
+            .pipeline
+            .queue
+            .push_all(&records)
+            .map_err(|p| match p {
+                Push::Closed => Refused::Closed,
+                _ => Refused::Full,
+            })?;
+        let c = &self.pipeline.counters;
+        c.accepted
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        for _ in &left_out {
+            self.count(Push::TooLarge);
+        }
+        Ok(records.len() - left_out.len())
     }
 
     /// Counts a record handed over that could not be encoded at all.

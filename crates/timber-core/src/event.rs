@@ -126,6 +126,11 @@ pub trait Event {
     fn stacktrace(&self) -> Option<String> {
         None
     }
+    /// The service it came from, where the event names one (a gateway's
+    /// frames); otherwise the destination's `service_name`.
+    fn service_name(&self) -> Option<&str> {
+        None
+    }
     /// Where it was logged from.
     fn runtime(&self) -> Runtime<'_>;
     /// The process; `pid` and `hostname` left `None` are filled in here.

@@ -210,6 +210,34 @@ impl Queue {
         }
     }
 
+    /// Appends every record, or none of them when they do not all fit
+    /// (`Full`) or the buffer is closed; a record larger than a batch may
+    /// be is left out and its index returned. For a gateway, whose client
+    /// sends the whole request again when it is refused.
+    pub fn push_all(&self, records: &[Vec<u8>]) -> Result<Vec<usize>, Push> {
+        let lim = &self.limits;
+        let mut st = self.lock();
+        if st.closing {
+            return Err(Push::Closed);
+        }
+        let too_large = |r: &Vec<u8>| r.len() + MAX_ARRAY_HEADER > lim.batch_bytes;
+        let (bytes, count) = records
+            .iter()
+            .filter(|r| !too_large(r))
+            // Each record may seal a batch, which reserves a new header.
+            .fold((0, 0), |(b, n), r| (b + r.len() + MAX_ARRAY_HEADER, n + 1));
+        if st.held_bytes + bytes > lim.max_bytes || st.held_records + count > lim.max_records {
+            return Err(Push::Full);
+        }
+        let mut left_out = Vec::new();
+        for (i, record) in records.iter().enumerate() {
+            if self.push_locked(&mut st, record) != Push::Accepted {
+                left_out.push(i);
+            }
+        }
+        Ok(left_out)
+    }
+
     fn push_locked(&self, st: &mut State, record: &[u8]) -> Push {
         let lim = &self.limits;
         if st.closing {

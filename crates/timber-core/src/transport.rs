@@ -58,16 +58,25 @@ impl Transport {
     /// Sends one body with the destination's URL and headers, and the
     /// batch's idempotency key, and reports what the server said. An answer
     /// the destination can cure (ClickHouse: a missing table it may create)
-    /// is cured and the body sent again within the same attempt. Each cure
-    /// is tried once per destination, and one may reveal the next (an old
-    /// server's missing setting, then its missing table): a few rounds.
-    pub fn send(&self, destination: &Destination, body: &Body, key: &str) -> Outcome {
+    /// is cured and the body, built again from `batch` (what the cure
+    /// learnt may change it: an old server's layout), sent again within the
+    /// same attempt. Each cure is tried once per destination, and one may
+    /// reveal the next (an old server's missing setting, then its missing
+    /// table): a few rounds.
+    pub fn send(
+        &self,
+        destination: &Destination,
+        batch: &[u8],
+        body: &mut Body,
+        key: &str,
+    ) -> Outcome {
         let mut outcome = self.post(destination, body, key);
         for _ in 0..MAX_REPAIRS {
             match &outcome {
                 Outcome::Answered(a)
                     if destination.repair(a, &mut |sql| self.query(destination, sql)) =>
                 {
+                    *body = destination.body(batch);
                     outcome = self.post(destination, body, key);
                 }
                 _ => break,

@@ -71,12 +71,12 @@ struct Sender {
 }
 
 impl Sender {
-    fn send(&mut self, p: &Pipeline, body: &Body, key: &str) -> Outcome {
+    fn send(&mut self, p: &Pipeline, batch: &[u8], body: &mut Body, key: &str) -> Outcome {
         if self.opened.elapsed() > MAX_CONNECTION_AGE {
             self.transport = Transport::new(&p.resolved);
             self.opened = Instant::now();
         }
-        self.transport.send(&p.destination, body, key)
+        self.transport.send(&p.destination, batch, body, key)
     }
 
     fn rejected(p: &Pipeline, count: u64, why: &str) {
@@ -102,10 +102,10 @@ impl Sender {
                 return Fate::Spooled;
             }
         }
-        let body = p.destination.body(batch.body());
+        let mut body = p.destination.body(batch.body());
         let key = idempotency_key(batch.body());
         for attempt in 1u32.. {
-            let outcome = self.send(p, &body, &key);
+            let outcome = self.send(p, batch.body(), &mut body, &key);
             let verdict = p.destination.classify(&outcome, SystemTime::now());
             let server_wait = match verdict {
                 Verdict::Delivered => {
@@ -184,8 +184,13 @@ impl Sender {
             }
         };
         let count = u64::from(entry.count);
-        let body = p.destination.body(&entry.payload);
-        let outcome = self.send(p, &body, &idempotency_key(&entry.payload));
+        let mut body = p.destination.body(&entry.payload);
+        let outcome = self.send(
+            p,
+            &entry.payload,
+            &mut body,
+            &idempotency_key(&entry.payload),
+        );
         let c = &p.counters;
         match p.destination.classify(&outcome, SystemTime::now()) {
             Verdict::Delivered => {

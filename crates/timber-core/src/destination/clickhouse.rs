@@ -148,6 +148,16 @@ impl ClickHouse {
         Some(version)
     }
 
+    /// The rows of a batch in the layout of the server, as far as it is
+    /// known: the map columns as `Nested` for one without `Map`.
+    pub(super) fn rows<'a>(&self, rows: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        if self.row.nested_maps.load(Ordering::Relaxed) {
+            super::clickhouse_row::as_nested(rows).into()
+        } else {
+            rows.into()
+        }
+    }
+
     /// Judges an answer; see [`classify`]. A server that does not know the
     /// deduplication setting is asked again at once without it.
     pub(super) fn classify(&self, a: &Answer, now: SystemTime) -> Verdict {

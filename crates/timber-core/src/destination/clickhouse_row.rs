@@ -15,7 +15,7 @@ use crate::encode::Json;
 use crate::event::{hostname, Event, Policy};
 use crate::value::Value;
 use serde_json::{Map, Value as J};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 /// What every row of a handler shares.
@@ -80,12 +80,22 @@ pub(super) fn encode<E: Event>(
             put("exception.stacktrace", trace);
         }
     }
+    let service = event.service_name().unwrap_or(&row.service);
+    let system = event.system();
     let mut resource = Map::new();
-    resource.insert("service.name".into(), J::String(row.service.clone()));
-    resource.insert("host.name".into(), J::String(hostname().to_owned()));
+    resource.insert("service.name".into(), J::String(service.to_owned()));
+    resource.insert(
+        "host.name".into(),
+        J::String(system.hostname.unwrap_or_else(|| hostname()).to_owned()),
+    );
     resource.insert(
         "process.pid".into(),
-        J::String(std::process::id().to_string()),
+        J::String(
+            system
+                .pid
+                .unwrap_or_else(|| i64::from(std::process::id()))
+                .to_string(),
+        ),
     );
     let trace = event.trace();
     let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
@@ -105,29 +115,47 @@ pub(super) fn encode<E: Event>(
     r.insert("TraceFlags".into(), J::from(trace.map_or(0, |t| t.flags)));
     r.insert("SeverityText".into(), J::String(severity_text.to_owned()));
     r.insert("SeverityNumber".into(), J::from(severity_number(levelno)));
-    r.insert("ServiceName".into(), J::String(row.service.clone()));
+    r.insert("ServiceName".into(), J::String(service.to_owned()));
     r.insert("Body".into(), text(event.message()));
-    let nested = row.nested_maps.load(Ordering::Relaxed);
-    put_map(&mut r, "ResourceAttributes", resource, nested);
+    r.insert("ResourceAttributes".into(), J::Object(resource));
     r.insert(
         "ScopeName".into(),
         J::String(rt.logger_name.unwrap_or_default().to_owned()),
     );
-    put_map(&mut r, "LogAttributes", attrs, nested);
+    r.insert("LogAttributes".into(), J::Object(attrs));
     // Writing a JSON value into a Vec cannot fail.
     let _ = serde_json::to_writer(&mut *out, &J::Object(r));
     out.push(b'\n');
 }
 
-/// A map column: an object, or for `Nested(key, value)` its two arrays.
-fn put_map(row: &mut Map<String, J>, name: &str, map: Map<String, J>, nested: bool) {
-    if !nested {
-        row.insert(name.to_owned(), J::Object(map));
-        return;
+/// The map columns of a row.
+const MAP_COLUMNS: [&str; 2] = ["ResourceAttributes", "LogAttributes"];
+
+/// The rows (`JSONEachRow` lines, as [`encode`] writes them) for a server
+/// without `Map`: each map column as `Nested(key, value)`, whose JSON is two
+/// arrays, `LogAttributes.key` and `LogAttributes.value`. Done when a batch
+/// is sent, so that rows encoded before the server was known are sent in
+/// the layout it holds.
+pub(super) fn as_nested(rows: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() + rows.len() / 8);
+    for line in rows.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        let Ok(mut row) = serde_json::from_slice::<Map<String, J>>(line) else {
+            out.extend_from_slice(line);
+            out.push(b'\n');
+            continue;
+        };
+        for name in MAP_COLUMNS {
+            if let Some(J::Object(map)) = row.remove(name) {
+                let (keys, values): (Vec<J>, Vec<J>) =
+                    map.into_iter().map(|(k, v)| (J::String(k), v)).unzip();
+                row.insert(format!("{name}.key"), J::Array(keys));
+                row.insert(format!("{name}.value"), J::Array(values));
+            }
+        }
+        let _ = serde_json::to_writer(&mut out, &J::Object(row));
+        out.push(b'\n');
     }
-    let (keys, values): (Vec<J>, Vec<J>) = map.into_iter().map(|(k, v)| (J::String(k), v)).unzip();
-    row.insert(format!("{name}.key"), J::Array(keys));
-    row.insert(format!("{name}.value"), J::Array(values));
+    out
 }
 
 /// `YYYY-MM-DD hh:mm:ss.nnnnnnnnn` in UTC: `DateTime64(9)`'s own text form,
@@ -287,10 +315,11 @@ mod tests {
         assert_eq!(out.iter().filter(|b| **b == b'\n').count(), 1);
 
         // For a server without Map: the same pairs, as Nested's two arrays.
-        row.nested_maps.store(true, Ordering::Relaxed);
         out.clear();
         encode(&row, &Order, &[], &Policy::default(), &mut out, None);
-        let got: J = serde_json::from_slice(&out).unwrap();
+        let nested = as_nested(&[&out[..], &out[..]].concat());
+        assert_eq!(nested.iter().filter(|b| **b == b'\n').count(), 2);
+        let got: J = serde_json::from_slice(nested.split(|b| *b == b'\n').next().unwrap()).unwrap();
         assert!(got.get("LogAttributes").is_none());
         assert_eq!(
             got["ResourceAttributes.key"],

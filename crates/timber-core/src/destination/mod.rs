@@ -254,15 +254,18 @@ impl Destination {
     /// The request body of a batch (as the queue assembled it: a msgpack
     /// array header, then the records), compressed.
     pub fn body(&self, batch: &[u8]) -> Body {
-        let assembled;
-        let batch = match &self.otlp {
-            Some(otlp) => {
-                assembled = otlp.body(strip_array_header(batch));
+        let assembled: std::borrow::Cow<'_, [u8]>;
+        let batch = match (&self.otlp, &self.clickhouse) {
+            (Some(otlp), _) => {
+                assembled = otlp.body(strip_array_header(batch)).into();
                 &assembled[..]
             }
-            // The rows, one per line, are the JSONEachRow body as they are.
-            None if self.clickhouse.is_some() => strip_array_header(batch),
-            None => batch,
+            // The rows, one per line, are the JSONEachRow body.
+            (None, Some(ch)) => {
+                assembled = ch.rows(strip_array_header(batch));
+                &assembled[..]
+            }
+            (None, None) => batch,
         };
         match self.compression.encode(batch) {
             Some(bytes) => Body {

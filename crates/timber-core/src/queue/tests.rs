@@ -244,3 +244,23 @@ fn model_random_operations() {
         assert_eq!(accepted, delivered, "round {round}");
     }
 }
+
+#[test]
+fn push_all_takes_every_record_or_none() {
+    let q = Queue::new(limits(100, 200));
+    let recs: Vec<Vec<u8>> = (0..10).map(rec).collect();
+    // 10 one-byte records with their headers fit in 200 bytes; a second
+    // set does not fit beside them, and nothing of it is taken.
+    assert_eq!(q.push_all(&recs), Ok(vec![]));
+    let held = q.held();
+    let many: Vec<Vec<u8>> = (0..40).map(rec).collect();
+    assert_eq!(q.push_all(&many), Err(Push::Full));
+    assert_eq!(q.held(), held);
+    // A record larger than a batch is left out, the others taken.
+    let mixed = vec![rec(1), vec![0xc0; 100], rec(2)];
+    let q = Queue::new(limits(100, 1 << 20));
+    assert_eq!(q.push_all(&mixed), Ok(vec![1]));
+    assert_eq!(q.held().1, 2);
+    q.close();
+    assert_eq!(q.push_all(&mixed), Err(Push::Closed));
+}
