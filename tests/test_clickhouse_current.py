@@ -14,13 +14,17 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 
 import timber
 from chdb_server import PASSWORD, USER, ChdbServer
+from conftest import Collector
 
 # create_table_sql's layout for a server >= 22.3, as the engine reports it.
 OTEL_LOGS = [
@@ -295,3 +299,57 @@ def test_a_missing_table_and_a_wrong_password_are_refused(
     err = capfd.readouterr().err
     assert "ClickHouse has no table no_such_table" in err
     assert "ClickHouse refused the credentials" in err
+
+
+def test_a_gateway_stopped_mid_insert_replays_its_spool_once(
+    chdb: ChdbServer, start_collector: Callable[..., Collector], tmp_path: Path
+) -> None:
+    """`timber collect --clickhouse` with a spool: a batch the engine stored
+    but never answered is still in flight when the gateway is stopped; it
+    goes to the spool, is sent again by the next gateway with the same
+    token, and is stored once."""
+    flags = (
+        "--clickhouse", chdb.url, "--table", "gw_once", "--create-table",
+        "--username", USER, "--password", PASSWORD, "--spool-dir", str(tmp_path / "spool"),
+    )  # fmt: skip
+    frames = [
+        {"dt": "2026-11-24T10:00:00Z", "level": "info", "message": f"job {i}", "job": {"id": i}}
+        for i in range(100)
+    ]
+
+    def count() -> int:
+        try:
+            return int(chdb.query("SELECT count() FROM gw_once"))
+        except AssertionError:  # no table yet
+            return 0
+
+    def wait_for(n: int) -> None:
+        deadline = time.monotonic() + 30
+        while count() < n:
+            assert time.monotonic() < deadline, f"{count()} of {n} rows"
+            time.sleep(0.1)
+
+    gw = start_collector(*flags)
+    assert gw.post("/sources/jobs/frames", msgpack.packb(frames[:1]))[0] == 202
+    wait_for(1)
+    chdb.lose_answers(inserts=1, hold=30)
+    assert gw.post("/sources/jobs/frames", msgpack.packb(frames[1:]))[0] == 202
+    wait_for(100)  # stored; the answer is held
+    assert gw.stop() == 0
+    assert gw.stderr().splitlines()[-1].endswith("1 records in ClickHouse, 99 spooled, 0 dropped")
+    again = start_collector(*flags)
+    deadline = time.monotonic() + 30
+    while len(stored := [e for e in inserts(chdb, "gw_once") if e["status"] == 200]) < 3:
+        assert time.monotonic() < deadline, stored
+        time.sleep(0.1)
+    assert again.stop() == 0
+    first, lost, replayed = stored
+    assert (lost["lost"], replayed["lost"]) == (True, False)
+    token = lost["settings"]["insert_deduplication_token"]
+    assert replayed["settings"]["insert_deduplication_token"] == token
+    assert token != first["settings"]["insert_deduplication_token"]
+    (got,) = chdb.rows(
+        "SELECT count() AS rows, uniqExact(LogAttributes['job.id']) AS ids, "
+        "any(ServiceName) AS service FROM gw_once"
+    )
+    assert got == {"rows": 100, "ids": 100, "service": "jobs"}
