@@ -269,6 +269,44 @@ mod tests {
     }
 
     #[test]
+    fn gateway_flags() {
+        assert_eq!(config(&[]).gateway, None);
+        let c = config(&[
+            "--clickhouse",
+            "http://ch:8123",
+            "--table=logs.otel_logs",
+            "--create-table",
+            "--username",
+            "u",
+            "--password",
+            "p",
+            "--spool-dir",
+            "s",
+        ]);
+        let g = c.gateway.expect("a gateway");
+        assert_eq!(g.url, "http://ch:8123");
+        assert_eq!(g.table.as_deref(), Some("logs.otel_logs"));
+        assert!(g.create_table);
+        assert_eq!(
+            (g.username.as_deref(), g.password.as_deref()),
+            (Some("u"), Some("p"))
+        );
+        assert_eq!(g.spool_dir, Some(PathBuf::from("s")));
+        for (args, needle) in [
+            (
+                &["--create-table"][..],
+                "--create-table needs --clickhouse URL",
+            ),
+            (&["--spool-dir", "s"], "--spool-dir needs --clickhouse URL"),
+            (&["--clickhouse", ""], "--clickhouse needs a URL"),
+            (&["--create-table=yes"], "takes no value"),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
     fn api_key_from_the_environment_unless_given() {
         let env = || Some("env".to_owned());
         let key = |args: &[&str]| match parse_args(args.iter().map(|a| (*a).to_owned()), env()) {
