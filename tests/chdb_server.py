@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import re
 import signal
 import subprocess
@@ -337,7 +338,9 @@ def main() -> None:
 class ChdbServer:
     """`python chdb_server.py` as a subprocess, and a client of it."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, timezone: str = "UTC") -> None:
+        """`timezone` is the server's own (`TZ`), in which it reads times
+        that do not name a zone."""
         root.mkdir(parents=True, exist_ok=True)
         self.stderr_path = root / "server.stderr"
         with self.stderr_path.open("wb") as err:
@@ -346,6 +349,7 @@ class ChdbServer:
                 stdout=subprocess.PIPE,
                 stderr=err,
                 text=True,
+                env=os.environ | {"TZ": timezone},
             )
         assert self.proc.stdout is not None
         self.banner = self.proc.stdout.readline()

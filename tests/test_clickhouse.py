@@ -70,7 +70,7 @@ def test_records_arrive_as_otel_logs_rows(clickhouse: ClickHouse, logger: loggin
     assert rows[1]["TraceFlags"] == int(ctx.trace_flags)
     assert rows[0]["TraceId"] == ""
     # Nanoseconds, in DateTime64(9)'s text form.
-    assert len(rows[0]["Timestamp"]) == len("2026-01-01 00:00:00.123456789")
+    assert len(rows[0]["Timestamp"]) == len("2026-01-01 00:00:00.123456789Z")
     # 18.16 refused the deduplication token; the batch went again at once
     # without it, within the same attempt.
     assert (stats["sent"], stats["failed_attempts"], stats["dropped_by_reason"]["rejected"]) == (

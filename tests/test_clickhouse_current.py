@@ -49,7 +49,8 @@ OTEL_LOGS = [
 
 @pytest.fixture(scope="module")
 def chdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbServer]:
-    server = ChdbServer(tmp_path_factory.mktemp("chdb"))
+    # A server outside UTC: rows must still hold the instant logged.
+    server = ChdbServer(tmp_path_factory.mktemp("chdb"), timezone="Asia/Tokyo")
     yield server
     server.close()
 

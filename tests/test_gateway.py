@@ -163,7 +163,7 @@ def test_every_receiver_feeds_the_table(
         "named": "billing",
         "from otlp": "checkout",
     }
-    assert rows["from frames"]["Timestamp"] == "2026-11-24 10:00:00.123456000"
+    assert rows["from frames"]["Timestamp"] == "2026-11-24 10:00:00.123456000Z"
 
 
 def test_what_the_gateway_took_survives_an_outage_and_a_restart(

@@ -26,8 +26,8 @@ use timber_core::{
     Trace, Value,
 };
 
-/// Records per insert at most; inserts are also cut at the engine's
-/// request size.
+/// Records per insert at most; an insert is also cut at 16 MB of rows (the
+/// engine's largest ClickHouse batch), and sent after 1 s at the latest.
 pub const GATEWAY_BATCH_RECORDS: usize = 10_000;
 
 /// Where and how a gateway writes.

@@ -8,7 +8,7 @@
 
 use crate::destination::{Destination, Kind};
 use crate::event::Event;
-use crate::queue::{Batch, Limits, Push, Queue, MAX_REQUEST_BYTES};
+use crate::queue::{Batch, Limits, Push, Queue};
 use crate::settings::{Resolved, Settings};
 use crate::spool::{Spool, SpoolError};
 use crate::stats::{say, Counters, Problem, Reason, Reporter, Stats};
@@ -247,7 +247,7 @@ impl Engine {
         let s = &resolved.settings;
         let limits = Limits {
             batch_records: s.buffer_capacity,
-            batch_bytes: MAX_REQUEST_BYTES,
+            batch_bytes: s.destination.max_batch_bytes(),
             max_bytes: s.max_buffer_bytes,
             max_records: s.max_buffer_records,
             flush_interval: s.flush_interval,

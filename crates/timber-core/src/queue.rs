@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 /// Largest request body the Timber API accepts.
 pub const MAX_REQUEST_BYTES: usize = 1_000_000;
 
+/// Largest batch of any destination (ClickHouse's): what the spool must be
+/// able to hold as one entry.
+pub const MAX_BATCH_BYTES: usize = 16 * MAX_REQUEST_BYTES;
+
 /// Size limits of the buffer.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {

@@ -31,8 +31,10 @@ pub(super) fn endpoint(s: &Settings) -> Endpoint {
     let query = format!("INSERT INTO {} FORMAT JSONEachRow", s.table);
     // A table without some of the columns (a trimmed layout) still takes
     // the rest: the rows name every otel_logs column.
+    // Timestamps are sent in UTC and say so (`Z`): best_effort is the
+    // parser that reads the zone (servers since 18.x have it).
     let url = format!(
-        "{host}/?query={}&input_format_skip_unknown_fields=1",
+        "{host}/?query={}&input_format_skip_unknown_fields=1&date_time_input_format=best_effort",
         percent_encode(&query)
     );
     let mut headers = vec![("Content-Type".to_owned(), "application/x-ndjson".to_owned())];
@@ -380,7 +382,7 @@ mod tests {
         assert_eq!(
             base,
             "http://localhost:8123/?query=INSERT%20INTO%20otel_logs%20FORMAT%20JSONEachRow\
-             &input_format_skip_unknown_fields=1"
+             &input_format_skip_unknown_fields=1&date_time_input_format=best_effort"
         );
         assert_eq!(
             ch.url(&base, "k1"),

@@ -158,14 +158,17 @@ pub(super) fn as_nested(rows: &[u8]) -> Vec<u8> {
     out
 }
 
-/// `YYYY-MM-DD hh:mm:ss.nnnnnnnnn` in UTC: `DateTime64(9)`'s own text form,
-/// read by every server without `date_time_input_format`.
+/// `YYYY-MM-DD hh:mm:ss.nnnnnnnnnZ`: `DateTime64(9)`'s text form in UTC,
+/// marked as UTC, so that a server in another time zone reads the same
+/// instant (the insert asks for `date_time_input_format=best_effort`,
+/// which honours the `Z`); as text (an old server's `String` column) it is
+/// fixed-width and sorts.
 pub(super) fn timestamp(nanos: i64) -> String {
     let ts =
         jiff::Timestamp::from_nanosecond(i128::from(nanos)).unwrap_or(jiff::Timestamp::UNIX_EPOCH);
     let dt = jiff::tz::Offset::UTC.to_datetime(ts);
     format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:09}",
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}.{:09}Z",
         dt.year(),
         dt.month(),
         dt.day(),
@@ -286,7 +289,7 @@ mod tests {
         assert_eq!(
             got,
             serde_json::json!({
-                "Timestamp": "2019-03-04 03:44:21.221232000",
+                "Timestamp": "2019-03-04 03:44:21.221232000Z",
                 "TraceId": "ab".repeat(16),
                 "SpanId": "cd".repeat(8),
                 "TraceFlags": 1,
@@ -360,9 +363,9 @@ mod tests {
     fn timestamps_keep_nanoseconds() {
         assert_eq!(
             timestamp(1_551_671_061_221_232_999),
-            "2019-03-04 03:44:21.221232999"
+            "2019-03-04 03:44:21.221232999Z"
         );
-        assert_eq!(timestamp(0), "1970-01-01 00:00:00.000000000");
+        assert_eq!(timestamp(0), "1970-01-01 00:00:00.000000000Z");
     }
 
     #[test]

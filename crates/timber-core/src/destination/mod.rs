@@ -18,7 +18,7 @@ mod timber;
 use crate::compress::Compression;
 use crate::encode::{Msgpack, Truncating, MAX_ARRAY_HEADER};
 use crate::event::{write_frame, Event, Policy};
-use crate::queue::MAX_REQUEST_BYTES;
+use crate::queue::{MAX_BATCH_BYTES, MAX_REQUEST_BYTES};
 use crate::settings::{Endpoint, Need, Resolved, Settings, SettingsError};
 use crate::value::Value;
 use std::time::{Duration, SystemTime};
@@ -58,6 +58,16 @@ impl Kind {
             Kind::Otlp => "otlp",
             Kind::BetterStack => "betterstack",
             Kind::ClickHouse => "clickhouse",
+        }
+    }
+
+    /// Largest batch body, before compression: the 1 MB the Timber API
+    /// (and Better Stack's, and common OTLP receivers') accept per request;
+    /// for ClickHouse, whose inserts are best large and few, 16 MB.
+    pub fn max_batch_bytes(self) -> usize {
+        match self {
+            Kind::ClickHouse => MAX_BATCH_BYTES,
+            Kind::Timber | Kind::Otlp | Kind::BetterStack => MAX_REQUEST_BYTES,
         }
     }
 

@@ -9,11 +9,14 @@ use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom};
 use std::path::Path;
 
+use crate::queue::MAX_BATCH_BYTES;
+
 const MAGIC: &[u8; 4] = b"TSB1";
 /// Bytes before the payload.
 pub(super) const HEADER: usize = 16;
-/// Largest entry payload accepted when reading (a batch is at most 1 MB).
-const MAX_ENTRY: usize = 4 * 1024 * 1024;
+/// Largest entry payload accepted when reading: a batch is at most
+/// [`MAX_BATCH_BYTES`] (ClickHouse's), with room to spare.
+const MAX_ENTRY: usize = 2 * MAX_BATCH_BYTES;
 /// Size at which the writer starts a new segment.
 pub(super) const SEGMENT_BYTES: u64 = 4 * 1024 * 1024;
 

@@ -46,6 +46,18 @@ fn replays_in_order_and_across_processes() {
 }
 
 #[test]
+fn the_largest_batch_is_one_entry() {
+    let root = tmp("largest");
+    let spool = Spool::open(&root, 1 << 30).unwrap();
+    let big: Vec<u8> = (0..crate::queue::MAX_BATCH_BYTES).map(|i| i as u8).collect();
+    spool.append(&big, 7).unwrap();
+    drop(spool);
+    let again = Spool::open(&root, 1 << 30).unwrap();
+    assert_eq!(drain(&again), vec![big]);
+    fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
 fn torn_and_corrupt_tails_are_skipped() {
     let root = tmp("torn");
     let spool = Spool::open(&root, 1 << 20).unwrap();
