@@ -306,30 +306,51 @@ class _Printer:
         return prefix + escape(line)
 
     def _render(self, frame: dict[str, Any], source: str | None, colour: bool) -> str:
-        dim, reset = (_DIM, _RESET) if colour else ("", "")
-        parts: list[str] = []
-        if source is not None:
-            parts.append(f"{dim}[{escape(source)}]{reset}")
-        parts.append(escape(_short_time(frame.get("dt"))))
-        level = str(frame.get("level", "-"))
-        label = f"{escape(level.upper()):<5}"
-        if colour:
-            label = f"{_COLOURS.get(level.lower(), '')}{label}{_RESET}"
-        parts.append(label)
         context = frame.get("context")
         context = context if isinstance(context, dict) else {}
         runtime = context.get("runtime")
         logger = runtime.get("logger_name") if isinstance(runtime, dict) else None
-        if logger:
-            parts.append(f"{dim}{escape(str(logger))}{reset}")
         message = frame.get("message")
-        parts.append(escape(message if isinstance(message, str) else _compact(message)))
         extras = [
             (k, v) for k, v in frame.items() if k not in ("dt", "level", "message", "context")
         ]
         extras += [(k, v) for k, v in context.items() if k not in ("runtime", "system")]
-        parts.extend(f"{dim}{escape(k)}={reset}{escape(_compact(v))}" for k, v in extras)
-        return "  ".join(parts)
+        return format_line(
+            _short_time(frame.get("dt")),
+            str(frame.get("level", "-")),
+            str(logger) if logger else None,
+            message if isinstance(message, str) else _compact(message),
+            [(k, _compact(v)) for k, v in extras],
+            source,
+            colour,
+        )
+
+
+def format_line(
+    time: str,
+    level: str,
+    logger: str | None,
+    message: str,
+    fields: Iterable[tuple[str, str]],
+    source: str | None = None,
+    colour: bool = False,
+) -> str:
+    """One line for a person: ``[source]  time  LEVEL  logger  message  k=v ...``,
+    every part escaped here (``timber query`` prints its rows the same way)."""
+    dim, reset = (_DIM, _RESET) if colour else ("", "")
+    parts: list[str] = []
+    if source is not None:
+        parts.append(f"{dim}[{escape(source)}]{reset}")
+    parts.append(escape(time))
+    label = f"{escape(level.upper()):<5}"
+    if colour:
+        label = f"{_COLOURS.get(level.lower(), '')}{label}{_RESET}"
+    parts.append(label)
+    if logger:
+        parts.append(f"{dim}{escape(logger)}{reset}")
+    parts.append(escape(message))
+    parts.extend(f"{dim}{escape(k)}={reset}{escape(v)}" for k, v in fields)
+    return "  ".join(parts)
 
 
 def run(args: argparse.Namespace) -> int:

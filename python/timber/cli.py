@@ -1,5 +1,6 @@
 """The ``timber`` command: ``collect`` runs the bundled collector, ``tail`` reads
-what it stored, ``demo`` shows the whole pipeline.
+what it stored, ``query`` reads what ``destination='clickhouse'`` stored,
+``demo`` shows the whole pipeline.
 
 ``timber tail`` prints one line per frame for a person::
 
@@ -9,6 +10,10 @@ time, level, logger (``context.runtime.logger_name``), message, then the extras
 (top-level keys other than ``dt``, ``level``, ``message`` and ``context``) and the
 custom context (``context`` keys other than ``runtime`` and ``system``);
 control characters are shown escaped. The reading itself is ``timber._tail``.
+
+``timber query`` prints rows of a ClickHouse ``otel_logs`` table the same way:
+``ScopeName`` as the logger, ``Body`` as the message, then ``LogAttributes``;
+``timber._query`` does the reading.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Sequence
 from typing import Any
 
 DEFAULT_OUT = "./timber-logs"
+DEFAULT_CLICKHOUSE = "http://localhost:8123"
 
 
 def _level(text: str) -> str:
@@ -28,6 +34,16 @@ def _level(text: str) -> str:
     if name not in LEVELS:
         raise argparse.ArgumentTypeError(f"unknown level {text!r}: choose from {', '.join(LEVELS)}")
     return name
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of rows, 1 or more, not {text!r}")
+    return n
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,6 +87,63 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the stored JSON lines (control characters as \\u00XX on a terminal)",
     )
     tail.set_defaults(run=_tail)
+
+    query = commands.add_parser(
+        "query",
+        help="print log rows stored in ClickHouse for a person",
+        description="Print the newest rows of a ClickHouse otel_logs table (as written by "
+        "destination='clickhouse'), oldest first, in the shape of 'timber tail'.",
+        epilog="TIME is an ISO time (2026-11-24T10:00:00, '2026-11-24 10:00:00', "
+        "2026-11-24T10:00:00+01:00; without a zone it is UTC) or a duration before now "
+        "(30s, 10m, 2h, 1d). Times are printed in UTC.",
+    )
+    query.add_argument(
+        "--clickhouse",
+        default=DEFAULT_CLICKHOUSE,
+        metavar="URL",
+        help=f"the server's HTTP interface (default {DEFAULT_CLICKHOUSE})",
+    )
+    query.add_argument(
+        "--table",
+        default="otel_logs",
+        metavar="NAME",
+        help="table or database.table (default otel_logs)",
+    )
+    query.add_argument(
+        "--user", metavar="USER", help="ClickHouse user (default $TIMBER_CLICKHOUSE_USER)"
+    )
+    query.add_argument(
+        "--password",
+        metavar="PASSWORD",
+        help="ClickHouse password (default $TIMBER_CLICKHOUSE_PASSWORD; prefer it, since "
+        "other users of the machine can see a command line)",
+    )
+    query.add_argument(
+        "--service", "--source", dest="service", metavar="NAME", help="only this ServiceName"
+    )
+    query.add_argument(
+        "--level", type=_level, metavar="LEVEL", help="only this level and above, e.g. warn"
+    )
+    query.add_argument(
+        "--grep",
+        metavar="TEXT",
+        help="only rows whose printed line (without the [service] label) contains TEXT",
+    )
+    query.add_argument("--since", metavar="TIME", help="only rows at TIME or later")
+    query.add_argument("--until", metavar="TIME", help="only rows before TIME")
+    query.add_argument(
+        "--limit",
+        type=_positive,
+        default=100,
+        metavar="N",
+        help="print the newest N matching rows (default 100), oldest first",
+    )
+    query.add_argument(
+        "--json",
+        action="store_true",
+        help="print each row as one JSON object, maps as objects, Timestamp in UTC",
+    )
+    query.set_defaults(run=_query)
 
     demo = commands.add_parser("demo", help="log through a local collector and show the result")
     demo.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -124,3 +197,12 @@ def _tail(args: argparse.Namespace) -> int:
     from timber import _tail
 
     return _tail.run(args)
+
+
+# --- query -----------------------------------------------------------------
+
+
+def _query(args: argparse.Namespace) -> int:
+    from timber import _query
+
+    return _query.run(args)
