@@ -249,7 +249,7 @@ def test_json_gives_each_row_with_its_maps_as_objects(clickhouse: ClickHouse) ->
     rows = [json.loads(line) for line in lines]
     assert [r["Body"] for r in rows] == ALL[2:6]
     order = rows[0]
-    assert order["Timestamp"] == "2020-01-02 03:04:05.000000000"
+    assert order["Timestamp"] == "2020-01-02 03:04:05.000000000Z"
     assert (order["SeverityText"], order["SeverityNumber"], order["ServiceName"]) == (
         "INFO",
         9,

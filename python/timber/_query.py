@@ -365,10 +365,10 @@ def describe(server: ClickHouse, table: str) -> dict[str, str]:
 
 
 def _short_time(text: Any) -> str:
-    # 2026-11-24 10:00:00.123456789 -> 2026-11-24 10:00:00.123, as tail shows time.
+    # 2026-11-24 10:00:00.123456789Z -> 2026-11-24 10:00:00.123, as tail shows time.
     if not isinstance(text, str):
         return "-" if text is None else str(text)
-    match = re.match(r"^(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)(\.\d{1,3})?\d*$", text)
+    match = re.match(r"^(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)(\.\d{1,3})?\d*Z?$", text)
     return f"{match.group(1)} {match.group(2)}{match.group(3) or ''}" if match else text
 
 
