@@ -405,12 +405,9 @@ class ChdbServer:
             return entries
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        from clickhouse_server import stop
+
+        stop(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+import timber
+
 USER, PASSWORD = "writer", "s3cret"
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -141,10 +143,31 @@ class ClickHouse:
         self.log.close()
 
     def close(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop(self.proc)
         self.log.close()
+
+
+def stop(proc: subprocess.Popen[Any]) -> None:
+    """Stops a server process: SIGTERM, then SIGKILL after 30 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def handler(url: str, table: str, **kw: Any) -> timber.TimberHandler:
+    """A ClickHouse handler for the tests' server at `url`: its credentials,
+    service `shop`, and quick retries."""
+    return timber.TimberHandler(
+        destination="clickhouse",
+        host=url,
+        table=table,
+        username=USER,
+        password=PASSWORD,
+        service_name="shop",
+        backoff_base=0.05,
+        backoff_max=0.1,
+        **kw,
+    )

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 import timber
-from clickhouse_server import PASSWORD, SCALARS, USER, ClickHouse
+from clickhouse_server import SCALARS, USER, ClickHouse
+from clickhouse_server import handler as clickhouse_handler
 
 
 @pytest.fixture(scope="module")
@@ -28,17 +29,7 @@ def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClickHouse]
 
 
 def handler(ch: ClickHouse, table: str, **kw: Any) -> timber.TimberHandler:
-    return timber.TimberHandler(
-        destination="clickhouse",
-        host=ch.url,
-        table=table,
-        username=USER,
-        password=PASSWORD,
-        service_name="shop",
-        backoff_base=0.05,
-        backoff_max=0.1,
-        **kw,
-    )
+    return clickhouse_handler(ch.url, table, **kw)
 
 
 def test_records_arrive_as_otel_logs_rows(clickhouse: ClickHouse, logger: logging.Logger) -> None:

@@ -24,6 +24,7 @@ import pytest
 
 import timber
 from chdb_server import PASSWORD, USER, ChdbServer
+from clickhouse_server import handler as clickhouse_handler
 from conftest import Collector
 
 # create_table_sql's layout for a server >= 22.3, as the engine reports it.
@@ -56,17 +57,7 @@ def chdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChdbServer]:
 
 
 def handler(ch: ChdbServer, table: str, **kw: Any) -> timber.TimberHandler:
-    return timber.TimberHandler(
-        destination="clickhouse",
-        host=ch.url,
-        table=table,
-        username=USER,
-        password=PASSWORD,
-        service_name="shop",
-        backoff_base=0.05,
-        backoff_max=0.1,
-        **kw,
-    )
+    return clickhouse_handler(ch.url, table, **kw)
 
 
 def inserts(ch: ChdbServer, table: str) -> list[dict[str, Any]]:

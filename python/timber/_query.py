@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 
-from timber._tail import _ESCAPE_JSON, format_line
+from timber._tail import _ESCAPE_JSON, format_line, reader_gone
 
 #: Seconds to wait for the server to connect or to send more of its answer.
 TIMEOUT = 30.0
@@ -495,8 +495,5 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
-        # The reader went away (`timber query | head`): stop quietly.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
+        return reader_gone()
     return 0

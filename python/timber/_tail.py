@@ -369,10 +369,15 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:
-        # The reader went away (`timber tail | head`): stop quietly.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 1
+        return reader_gone()
     finally:
         files.close()
     return 0
+
+
+def reader_gone() -> int:
+    """After a broken pipe (`timber tail | head`): stdout goes nowhere from
+    now on, so that exiting prints no second error; the exit status."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 1
