@@ -100,7 +100,7 @@ impl Forwarder {
         let events: Vec<FrameEvent> = lines
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
-            .filter_map(|l| FrameEvent::parse(source, l))
+            .map(|l| FrameEvent::parse(source, l).unwrap_or_else(|| FrameEvent::opaque(source, l)))
             .collect();
         self.engine
             .emit_all(events.iter().map(|e| (e, e.context.as_slice())))
@@ -150,19 +150,7 @@ impl FrameEvent {
         let Value::Map(entries) = value(json) else {
             return None;
         };
-        let mut event = FrameEvent {
-            service: source.to_owned(),
-            time: Time::Now,
-            level: String::new(),
-            message: String::new(),
-            extras: Vec::new(),
-            context: Vec::new(),
-            runtime: Vec::new(),
-            system: Vec::new(),
-            trace: None,
-            error: None,
-            stacktrace: None,
-        };
+        let mut event = Self::empty(source);
         for (key, v) in entries {
             match (&*key, v) {
                 ("dt", Value::Str(s)) => event.time = parse_time(&s).unwrap_or(Time::Now),
@@ -177,6 +165,31 @@ impl FrameEvent {
             }
         }
         Some(event)
+    }
+
+    /// A frame that is not an object (a client may send `[1, "x"]`): kept
+    /// whole, its JSON text as the message, rather than lost.
+    pub fn opaque(source: &str, line: &[u8]) -> Self {
+        let mut event = Self::empty(source);
+        event.level = "INFO".to_owned();
+        event.message = String::from_utf8_lossy(line).into_owned();
+        event
+    }
+
+    fn empty(source: &str) -> Self {
+        FrameEvent {
+            service: source.to_owned(),
+            time: Time::Now,
+            level: String::new(),
+            message: String::new(),
+            extras: Vec::new(),
+            context: Vec::new(),
+            runtime: Vec::new(),
+            system: Vec::new(),
+            trace: None,
+            error: None,
+            stacktrace: None,
+        }
     }
 
     fn take_context(&mut self, context: Vec<(Box<str>, Value)>) {
@@ -421,5 +434,7 @@ mod tests {
         );
         assert!(FrameEvent::parse("shop", b"[1]").is_none());
         assert!(FrameEvent::parse("shop", b"{").is_none());
+        let kept = FrameEvent::opaque("shop", b"[1,\"x\"]");
+        assert_eq!((kept.message(), kept.level()), ("[1,\"x\"]", "INFO"));
     }
 }
