@@ -49,12 +49,14 @@ bench: build
 	$(PY) bench/run.py
 	$(PY) bench/collector.py
 	$(PY) bench/asgi.py
+	$(PY) bench/gateway.py
 	cargo bench -p timber-tracing --bench app_thread --locked
 
 bench-quick: build
 	$(PY) bench/run.py --quick
 	$(PY) bench/collector.py --quick
 	$(PY) bench/asgi.py --quick
+	$(PY) bench/gateway.py --quick
 	cargo bench -p timber-tracing --bench app_thread --locked -- --quick
 
 # Coverage-guided fuzzing of the collector's body decoders (libFuzzer).
