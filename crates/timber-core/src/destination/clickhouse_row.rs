@@ -37,7 +37,6 @@ pub(super) fn encode<E: Event>(
     out: &mut Vec<u8>,
     cut: Option<usize>,
 ) {
-    let text = |s: &str| J::String(cut_str(s, cut));
     let level = event.level();
     let levelno = event.level_number().unwrap_or(match level {
         "DEBUG" => 10,
@@ -48,14 +47,12 @@ pub(super) fn encode<E: Event>(
         _ => 0,
     });
     let severity_text = super::otlp::severity_text(level);
-    let mut attrs = Map::new();
+    let mut attrs = Vec::new();
     for (k, v) in super::otlp::user_attributes(event, context, policy) {
         flatten(&k, &v, cut, &mut attrs);
     }
     let rt = event.runtime();
-    let mut put = |k: &str, v: String| {
-        attrs.insert(k.to_owned(), J::String(cut_str(&v, cut)));
-    };
+    let mut put = |k: &str, v: String| attrs.push((k.to_owned(), cut_str(&v, cut)));
     if let Some(path) = event.file_path().or(rt.file) {
         put("code.file.path", path.to_owned());
     }
@@ -82,50 +79,84 @@ pub(super) fn encode<E: Event>(
     }
     let service = event.service_name().unwrap_or(&row.service);
     let system = event.system();
-    let mut resource = Map::new();
-    resource.insert("service.name".into(), J::String(service.to_owned()));
-    resource.insert(
-        "host.name".into(),
-        J::String(system.hostname.unwrap_or_else(|| hostname()).to_owned()),
-    );
-    resource.insert(
-        "process.pid".into(),
-        J::String(
-            system
-                .pid
-                .unwrap_or_else(|| i64::from(std::process::id()))
-                .to_string(),
-        ),
-    );
+    let pid = system
+        .pid
+        .unwrap_or_else(|| i64::from(std::process::id()))
+        .to_string();
+    let host = system.hostname.unwrap_or_else(|| hostname());
     let trace = event.trace();
-    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
-    let mut r = Map::new();
-    r.insert(
-        "Timestamp".into(),
-        J::String(timestamp(event.time().nanos())),
+    // Written as it goes, column by column (JSONEachRow reads them by name).
+    let o = &mut *out;
+    o.extend_from_slice(b"{\"Timestamp\":");
+    string(o, &timestamp(event.time().nanos()));
+    o.extend_from_slice(b",\"TraceId\":\"");
+    if let Some(t) = trace {
+        hex(o, &t.trace_id);
+    }
+    o.extend_from_slice(b"\",\"SpanId\":\"");
+    if let Some(t) = trace {
+        hex(o, &t.span_id);
+    }
+    let flags = trace.map_or(0, |t| t.flags);
+    o.extend_from_slice(format!("\",\"TraceFlags\":{flags},\"SeverityText\":").as_bytes());
+    string(o, severity_text);
+    let number = severity_number(levelno);
+    o.extend_from_slice(format!(",\"SeverityNumber\":{number},\"ServiceName\":").as_bytes());
+    string(o, service);
+    o.extend_from_slice(b",\"Body\":");
+    string(o, &cut_str(event.message(), cut));
+    o.extend_from_slice(b",\"ResourceAttributes\":");
+    map(
+        o,
+        &[
+            ("host.name", host),
+            ("process.pid", &pid),
+            ("service.name", service),
+        ],
     );
-    r.insert(
-        "TraceId".into(),
-        J::String(trace.map_or_else(String::new, |t| hex(&t.trace_id))),
-    );
-    r.insert(
-        "SpanId".into(),
-        J::String(trace.map_or_else(String::new, |t| hex(&t.span_id))),
-    );
-    r.insert("TraceFlags".into(), J::from(trace.map_or(0, |t| t.flags)));
-    r.insert("SeverityText".into(), J::String(severity_text.to_owned()));
-    r.insert("SeverityNumber".into(), J::from(severity_number(levelno)));
-    r.insert("ServiceName".into(), J::String(service.to_owned()));
-    r.insert("Body".into(), text(event.message()));
-    r.insert("ResourceAttributes".into(), J::Object(resource));
-    r.insert(
-        "ScopeName".into(),
-        J::String(rt.logger_name.unwrap_or_default().to_owned()),
-    );
-    r.insert("LogAttributes".into(), J::Object(attrs));
-    // Writing a JSON value into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, &J::Object(r));
-    out.push(b'\n');
+    o.extend_from_slice(b",\"ScopeName\":");
+    string(o, rt.logger_name.unwrap_or_default());
+    o.extend_from_slice(b",\"LogAttributes\":");
+    // One value per key, the last given (an attribute of ours over a user's
+    // of the same name), in key order.
+    attrs.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut kept: Vec<(&str, &str)> = Vec::with_capacity(attrs.len());
+    for (k, v) in &attrs {
+        match kept.last_mut() {
+            Some(last) if last.0 == k => last.1 = v,
+            _ => kept.push((k, v)),
+        }
+    }
+    map(o, &kept);
+    o.extend_from_slice(b"}\n");
+}
+
+/// A JSON string.
+fn string(out: &mut Vec<u8>, s: &str) {
+    // Writing a string into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(DIGITS[usize::from(b >> 4)]);
+        out.push(DIGITS[usize::from(b & 15)]);
+    }
+}
+
+/// A JSON object of strings.
+fn map(out: &mut Vec<u8>, entries: &[(&str, &str)]) {
+    out.push(b'{');
+    for (i, (k, v)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        string(out, k);
+        out.push(b':');
+        string(out, v);
+    }
+    out.push(b'}');
 }
 
 /// The map columns of a row.
@@ -180,21 +211,19 @@ pub(super) fn timestamp(nanos: i64) -> String {
 }
 
 /// Maps become dotted keys; everything else one string.
-fn flatten(key: &str, v: &Value, cut: Option<usize>, out: &mut Map<String, J>) {
+fn flatten(key: &str, v: &Value, cut: Option<usize>, out: &mut Vec<(String, String)>) {
     match v {
         Value::Map(entries) if !entries.is_empty() => {
             for (k, inner) in entries {
                 flatten(&format!("{key}.{k}"), inner, cut, out);
             }
         }
-        Value::Str(s) => {
-            out.insert(key.to_owned(), J::String(cut_str(s, cut)));
-        }
+        Value::Str(s) => out.push((key.to_owned(), cut_str(s, cut))),
         other => {
             let mut j = Json::new();
             other.write(&mut j);
             let text = String::from_utf8(j.buf).unwrap_or_default();
-            out.insert(key.to_owned(), J::String(cut_str(&text, cut)));
+            out.push((key.to_owned(), cut_str(&text, cut)));
         }
     }
 }
@@ -383,17 +412,18 @@ mod tests {
             ("none".into(), Value::Nil),
             ("empty".into(), Value::Map(vec![])),
         ]);
-        let mut out = Map::new();
+        let mut out = Vec::new();
         flatten("order", &v, None, &mut out);
+        let pairs: Vec<(&str, &str)> = out.iter().map(|(k, v)| (&k[..], &v[..])).collect();
         assert_eq!(
-            J::Object(out),
-            serde_json::json!({
-                "order.id": "7",
-                "order.user.name": "ann",
-                "order.tags": "[\"a\",true]",
-                "order.none": "null",
-                "order.empty": "{}",
-            })
+            pairs,
+            [
+                ("order.id", "7"),
+                ("order.user.name", "ann"),
+                ("order.tags", "[\"a\",true]"),
+                ("order.none", "null"),
+                ("order.empty", "{}"),
+            ]
         );
     }
 }

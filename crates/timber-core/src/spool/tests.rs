@@ -49,7 +49,9 @@ fn replays_in_order_and_across_processes() {
 fn the_largest_batch_is_one_entry() {
     let root = tmp("largest");
     let spool = Spool::open(&root, 1 << 30).unwrap();
-    let big: Vec<u8> = (0..crate::queue::MAX_BATCH_BYTES).map(|i| i as u8).collect();
+    let big: Vec<u8> = (0..crate::queue::MAX_BATCH_BYTES)
+        .map(|i| i as u8)
+        .collect();
     spool.append(&big, 7).unwrap();
     drop(spool);
     let again = Spool::open(&root, 1 << 30).unwrap();
