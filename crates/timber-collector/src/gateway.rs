@@ -146,8 +146,7 @@ pub struct FrameEvent {
 impl FrameEvent {
     /// Reads one JSON frame; `None` if it is not a JSON object.
     pub fn parse(source: &str, line: &[u8]) -> Option<Self> {
-        let json: serde_json::Value = serde_json::from_slice(line).ok()?;
-        let Value::Map(entries) = value(json) else {
+        let Ok(Parsed(Value::Map(entries))) = serde_json::from_slice(line) else {
             return None;
         };
         let mut event = Self::empty(source);
@@ -228,19 +227,63 @@ fn parse_time(text: &str) -> Option<Time> {
     Some(Time::UnixMicros(t.as_microsecond()))
 }
 
-fn value(json: serde_json::Value) -> Value {
-    use serde_json::Value as J;
-    match json {
-        J::Null => Value::Nil,
-        J::Bool(b) => Value::Bool(b),
-        J::Number(n) => n
-            .as_i64()
-            .map(Value::Int)
-            .or_else(|| n.as_u64().map(Value::UInt))
-            .unwrap_or_else(|| Value::Float(n.as_f64().unwrap_or(f64::NAN))),
-        J::String(s) => Value::Str(s.into()),
-        J::Array(items) => Value::Array(items.into_iter().map(value).collect()),
-        J::Object(map) => Value::Map(map.into_iter().map(|(k, v)| (k.into(), value(v))).collect()),
+/// A JSON value read straight into the engine's [`Value`], with no tree of
+/// serde_json's in between.
+struct Parsed(Value);
+
+impl<'de> serde::Deserialize<'de> for Parsed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ValueVisitor).map(Parsed)
+    }
+}
+
+struct ValueVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ValueVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Nil)
+    }
+
+    fn visit_bool<E>(self, b: bool) -> Result<Value, E> {
+        Ok(Value::Bool(b))
+    }
+
+    fn visit_i64<E>(self, n: i64) -> Result<Value, E> {
+        Ok(Value::Int(n))
+    }
+
+    fn visit_u64<E>(self, n: u64) -> Result<Value, E> {
+        Ok(i64::try_from(n).map_or(Value::UInt(n), Value::Int))
+    }
+
+    fn visit_f64<E>(self, n: f64) -> Result<Value, E> {
+        Ok(Value::Float(n))
+    }
+
+    fn visit_str<E>(self, s: &str) -> Result<Value, E> {
+        Ok(Value::Str(s.into()))
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+        while let Some(Parsed(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut entries = Vec::with_capacity(map.size_hint().unwrap_or(0));
+        while let Some((k, Parsed(v))) = map.next_entry::<String, Parsed>()? {
+            entries.push((k.into_boxed_str(), v));
+        }
+        Ok(Value::Map(entries))
     }
 }
 
@@ -434,6 +477,24 @@ mod tests {
         );
         assert!(FrameEvent::parse("shop", b"[1]").is_none());
         assert!(FrameEvent::parse("shop", b"{").is_none());
+        let values = br#"{"message":"m","v":{"big":18446744073709551615,"neg":-3,"f":1.5,"z":null,"a":[true,"x"]}}"#;
+        let e = FrameEvent::parse("shop", values).unwrap();
+        assert_eq!(
+            e.extras,
+            [(
+                "v".into(),
+                Value::Map(vec![
+                    ("big".into(), Value::UInt(u64::MAX)),
+                    ("neg".into(), Value::Int(-3)),
+                    ("f".into(), Value::Float(1.5)),
+                    ("z".into(), Value::Nil),
+                    (
+                        "a".into(),
+                        Value::Array(vec![Value::Bool(true), Value::Str("x".into())])
+                    ),
+                ])
+            )]
+        );
         let kept = FrameEvent::opaque("shop", b"[1,\"x\"]");
         assert_eq!((kept.message(), kept.level()), ("[1,\"x\"]", "INFO"));
     }
