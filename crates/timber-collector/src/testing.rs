@@ -1,6 +1,9 @@
 //! The decode oracle shared by the always-run mutation test
 //! (`tests/garbage.rs`) and the libFuzzer target (`fuzz/`), so that both hold
-//! the decoders to the same promise. Not part of the collector's API.
+//! the decoders to the same promise, and the compressor the mutation tests
+//! share. Not part of the collector's API.
+
+use std::io::Write;
 
 use serde_json::value::RawValue;
 use timber_core::MAX_DECODE_DEPTH;
@@ -55,4 +58,22 @@ fn containers_deep(json: &[u8]) -> usize {
         }
     }
     deepest
+}
+
+/// `body` as a client would send it with `encoding`.
+pub fn compress(encoding: Encoding, body: &[u8]) -> Vec<u8> {
+    match encoding {
+        Encoding::Identity => body.to_vec(),
+        Encoding::Gzip => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(body).expect("writing to memory");
+            e.finish().expect("writing to memory")
+        }
+        Encoding::Deflate => {
+            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(body).expect("writing to memory");
+            e.finish().expect("writing to memory")
+        }
+        Encoding::Zstd => zstd::bulk::compress(body, 1).expect("compressing in memory"),
+    }
 }

@@ -3,9 +3,8 @@
 //! panic. A deterministic, always-run cousin of the `fuzz/` target; both use
 //! the same oracle, [`timber_collector::testing::check_body`].
 
-use std::io::Write;
 use timber_collector::body::{Encoding, Format};
-use timber_collector::testing::check_body;
+use timber_collector::testing::{check_body, compress};
 
 struct Rng(u64);
 
@@ -36,23 +35,6 @@ fn seeds() -> Vec<(Format, Vec<u8>)> {
     ]
 }
 
-fn encode(encoding: Encoding, body: &[u8]) -> Vec<u8> {
-    match encoding {
-        Encoding::Identity => body.to_vec(),
-        Encoding::Gzip => {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(body).unwrap();
-            e.finish().unwrap()
-        }
-        Encoding::Deflate => {
-            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(body).unwrap();
-            e.finish().unwrap()
-        }
-        Encoding::Zstd => zstd::bulk::compress(body, 1).unwrap(),
-    }
-}
-
 fn check(format: Format, encoding: Encoding, body: &[u8]) {
     check_body(format, encoding, body, 1 << 16);
 }
@@ -69,7 +51,7 @@ fn mutated_bodies_never_panic() {
     let formats = [Format::Msgpack, Format::Json, Format::Ndjson];
     for (format, seed) in seeds() {
         for encoding in encodings {
-            let wire = encode(encoding, &seed);
+            let wire = compress(encoding, &seed);
             check(format, encoding, &wire);
             for _ in 0..1500 {
                 let mut body = wire.clone();

@@ -3,10 +3,10 @@
 //! JSON object lines under valid source ids, and never panics.
 
 use prost::Message;
-use std::io::Write;
 use timber_collector::body::{BodyError, Encoding};
 use timber_collector::otlp::{decode, OtlpFormat};
 use timber_collector::store::valid_source_id;
+use timber_collector::testing::compress;
 use timber_core::otlp_proto::{
     any_value, AnyValue, ArrayValue, ExportLogsServiceRequest, InstrumentationScope, KeyValue,
     KeyValueList, LogRecord, Resource, ResourceLogs, ScopeLogs,
@@ -87,23 +87,6 @@ fn protobuf_seed() -> Vec<u8> {
 
 const JSON_SEED: &[u8] = br#"{"resourceLogs":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"a b"}}]},"scopeLogs":[{"scope":{"name":"app"},"logRecords":[{"timeUnixNano":"1700000000000000000","severityNumber":17,"body":{"kvlistValue":{"values":[{"key":"k","value":{"arrayValue":{"values":[{"intValue":"3"}]}}}]}},"attributes":[{"key":"exception.type","value":{"stringValue":"E"}}],"traceId":"0102030405060708090a0b0c0d0e0f10","spanId":"0102030405060708"}]}]}]}"#;
 
-fn encode(encoding: Encoding, body: &[u8]) -> Vec<u8> {
-    match encoding {
-        Encoding::Identity => body.to_vec(),
-        Encoding::Gzip => {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(body).unwrap();
-            e.finish().unwrap()
-        }
-        Encoding::Deflate => {
-            let mut e = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(body).unwrap();
-            e.finish().unwrap()
-        }
-        Encoding::Zstd => zstd::bulk::compress(body, 1).unwrap(),
-    }
-}
-
 /// The oracle: a refusal, or one valid JSON object per frame, in files
 /// named by valid source ids.
 fn check(format: OtlpFormat, encoding: Encoding, body: &[u8]) -> bool {
@@ -178,7 +161,7 @@ fn mutated_bodies_never_panic() {
             }
         }
         let encoding = encodings[rng.below(encodings.len())];
-        if check(*format, encoding, &encode(encoding, &body)) {
+        if check(*format, encoding, &compress(encoding, &body)) {
             decoded += 1;
         }
         // Raw garbage under a compressed encoding, too.
