@@ -51,7 +51,6 @@ pub struct Gateway {
 #[derive(Debug)]
 pub struct Forwarder {
     engine: Engine,
-    table: String,
 }
 
 impl Forwarder {
@@ -79,14 +78,13 @@ impl Forwarder {
             given.push(("spool_dir", Raw::Str(dir.display().to_string())));
         }
         let resolved = Settings::resolve(given, env).map_err(|e| e.0)?;
-        let table = resolved.settings.table.clone();
         let engine = Engine::new(resolved).map_err(|e| e.to_string())?;
-        Ok(Self { engine, table })
+        Ok(Self { engine })
     }
 
     /// The table written to.
     pub fn table(&self) -> &str {
-        &self.table
+        &self.engine.settings().table
     }
 
     /// Where the rows go, for the start-up line (no credentials).
