@@ -15,8 +15,11 @@
 //! engine's promises hold (retries, the spool on disk, the deduplication
 //! token). A request that does not fit in the buffer as a whole is refused
 //! with 503, so that its client sends it again later with nothing taken
-//! twice. A gateway keeps no state another needs: any number of them can
-//! stand behind a load balancer.
+//! twice. With a spool, a request is taken only if everything held in
+//! memory could still be spooled with it (the engine checks the spool's
+//! room under its buffer's lock), so that a stop during an outage spools
+//! all that was answered 202 rather than drop it. A gateway keeps no state
+//! another needs: any number of them can stand behind a load balancer.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -48,6 +51,8 @@ pub struct Gateway {
     pub password: Option<String>,
     /// The durable spool, for what ClickHouse cannot take now.
     pub spool_dir: Option<PathBuf>,
+    /// The most written to the spool (the handler's `spool_max_bytes`).
+    pub spool_max_bytes: Option<u64>,
 }
 
 /// The engine that writes the frames into ClickHouse.
@@ -79,6 +84,9 @@ impl Forwarder {
         text("password", &g.password);
         if let Some(dir) = &g.spool_dir {
             given.push(("spool_dir", Raw::Str(dir.display().to_string())));
+        }
+        if let Some(max) = g.spool_max_bytes {
+            given.push(("spool_max_bytes", Raw::Int(i128::from(max))));
         }
         let resolved = Settings::resolve(given, env).map_err(|e| e.0)?;
         let engine = Engine::new(resolved).map_err(|e| e.to_string())?;
