@@ -27,6 +27,7 @@ use timber_core::otlp_proto::{any_value, AnyValue, ExportLogsServiceRequest, Key
 use timber_core::{extra_key, Frame, Json, Runtime, Sink, System, Trace};
 
 use crate::body::{decompress, Batch, BodyError, Encoding};
+pub use crate::otlp_origin::{Decoded, Origin, Resource};
 use crate::store::{valid_source_id, MAX_SOURCE_ID_LEN};
 
 /// The source of records whose resource has no usable `service.name`.
@@ -107,40 +108,6 @@ pub(crate) trait Visit {
     fn resource(&mut self, attributes: &[KeyValue]);
     /// One record, under the last resource, in the scope named.
     fn record(&mut self, scope: Option<&str>, record: &LogRecord);
-}
-
-/// What a gateway keeps of an OTLP record besides its frame, so that its
-/// row holds what the sender sent rather than what a frame can say.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin {
-    /// `severity_text` as sent (`NOTICE`).
-    pub severity_text: String,
-    /// `severity_number` as sent (12).
-    pub severity_number: i32,
-    /// Its resource, in [`Decoded::resources`].
-    pub resource: usize,
-}
-
-/// A resource of the request: its `service.name` as sent, and every
-/// attribute as text (maps and arrays as JSON).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Resource {
-    /// `service.name`, unchanged (the source id is the file-safe form).
-    pub service: Option<String>,
-    /// Every attribute, `service.name` included, in the request's order.
-    pub attributes: Vec<(String, String)>,
-}
-
-/// A decoded request: the frames, one batch per source, and beside each
-/// batch the [`Origin`] of each of its frames, in order.
-#[derive(Debug, PartialEq, Eq, Default)]
-pub struct Decoded {
-    /// The frames by source, in the order the sources first appear.
-    pub batches: Vec<(String, Batch)>,
-    /// For each batch, one entry per frame.
-    pub origins: Vec<Vec<Origin>>,
-    /// The resources the origins name.
-    pub resources: Vec<Resource>,
 }
 
 /// Decompresses and decodes an OTLP request, then maps its records to frames,

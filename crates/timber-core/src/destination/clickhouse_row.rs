@@ -125,19 +125,22 @@ pub(super) fn encode<E: Event>(
     o.extend_from_slice(b",\"Body\":");
     string(o, &cut_str(event.message(), cut));
     o.extend_from_slice(b",\"ResourceAttributes\":");
-    // The event's own resource (an OTLP request's) or the destination's,
-    // with the process that logged and the service over any of the same name.
-    let mut resource: Vec<(&str, &str)> = event
-        .resource()
-        .unwrap_or(&row.resource)
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .chain([
-            ("host.name", host),
-            ("process.pid", pid.as_str()),
-            ("service.name", service),
-        ])
-        .collect();
+    // The event's own resource (an OTLP request's) as it was sent; else
+    // the destination's, with the process that logged and the service over
+    // any of the same name.
+    let mut resource: Vec<(&str, &str)> = match event.resource() {
+        Some(own) => own.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+        None => row
+            .resource
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain([
+                ("host.name", host),
+                ("process.pid", pid.as_str()),
+                ("service.name", service),
+            ])
+            .collect(),
+    };
     resource.sort_by(|a, b| a.0.cmp(b.0));
     map(o, &last_of_each(&resource));
     o.extend_from_slice(b",\"ScopeName\":");
