@@ -129,6 +129,7 @@ def outage_then_restart(
     assert int(totals.group(2)) == len(clients.accepted), last
     # Refused before the spool was full: no write to it ever failed.
     assert "could not spool" not in gw.stderr()
+    assert "has no room to keep more records" in gw.stderr()
     ch = ClickHouse(tmp_path / "ch", http_port=port)
     try:
         again = start_collector(*flags)

@@ -395,7 +395,18 @@ impl Engine {
             .push_all(&records, keeps)
             .map_err(|p| match p {
                 Push::Closed => Refused::Closed,
-                Push::Unkept => Refused::SpoolFull,
+                Push::Unkept => {
+                    self.pipeline.reporter.report(Problem::Spool, || {
+                        let root =
+                            spool.map_or_else(String::new, |s| s.root().display().to_string());
+                        format!(
+                            "the spool under {root} has no room to keep more records \
+                             (spool_max_bytes, or its disk): new ones are refused until \
+                             delivery makes room"
+                        )
+                    });
+                    Refused::SpoolFull
+                }
                 _ => Refused::Full,
             })?;
         let c = &self.pipeline.counters;
