@@ -10,6 +10,7 @@ with, and an export taken whole or not at all."""
 from __future__ import annotations
 
 import gzip
+import json
 import logging
 import os
 import time
@@ -240,6 +241,29 @@ def test_the_resource_of_an_otlp_export_is_kept_through_the_gateway(
         for k in ("service.version", "service.namespace", "deployment.environment.name"):
             assert resource.get(k) == RESOURCE[k], k
         assert resource.get("telemetry.sdk.language") == "python"
+
+
+def test_the_gateway_s_own_resource_is_not_its_senders(
+    chdb: ChdbServer, start_collector: Callable[..., Collector]
+) -> None:
+    name = table(chdb, "gw_env")
+    gw = start_collector(
+        "--quiet", "--clickhouse", chdb.url, "--table", name,
+        env={
+            "TIMBER_CLICKHOUSE_USER": USER,
+            "TIMBER_CLICKHOUSE_PASSWORD": PASSWORD,
+            "OTEL_RESOURCE_ATTRIBUTES": "service.name=gateway,k8s.pod.name=gw-1",
+            "OTEL_SERVICE_NAME": "gateway",
+        },
+    )  # fmt: skip
+    frame = {"dt": "2026-11-24T10:00:00Z", "level": "info", "message": "m"}
+    assert (
+        gw.post("/sources/api/frames", json.dumps([frame]).encode(), "application/json")[0] == 202
+    )
+    (row,) = wait_rows(chdb, name, 1)
+    assert row["ServiceName"] == "api"
+    assert sorted(row["ResourceAttributes"]) == ["host.name", "process.pid", "service.name"]
+    assert row["ResourceAttributes"]["service.name"] == "api"
 
 
 def test_custom_levels_keep_their_names_in_the_collector(

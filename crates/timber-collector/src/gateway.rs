@@ -88,6 +88,12 @@ impl Forwarder {
         if let Some(max) = g.spool_max_bytes {
             given.push(("spool_max_bytes", Raw::Int(i128::from(max))));
         }
+        // The gateway's own resource is not that of the processes whose
+        // records it forwards: each row names its sender's.
+        let env = |name: &str| match name {
+            "OTEL_RESOURCE_ATTRIBUTES" | "OTEL_SERVICE_NAME" => None,
+            _ => env(name),
+        };
         let resolved = Settings::resolve(given, env).map_err(|e| e.0)?;
         let engine = Engine::new(resolved).map_err(|e| e.to_string())?;
         Ok(Self { engine })
