@@ -50,6 +50,7 @@ bench: build
 	$(PY) bench/collector.py
 	$(PY) bench/asgi.py
 	$(PY) bench/gateway.py
+	$(PY) bench/gateway_outage.py
 	cargo bench -p timber-tracing --bench app_thread --locked
 
 bench-quick: build
@@ -57,6 +58,7 @@ bench-quick: build
 	$(PY) bench/collector.py --quick
 	$(PY) bench/asgi.py --quick
 	$(PY) bench/gateway.py --quick
+	$(PY) bench/gateway_outage.py --seconds 10
 	cargo bench -p timber-tracing --bench app_thread --locked -- --quick
 
 # Coverage-guided fuzzing of the collector's body decoders (libFuzzer).

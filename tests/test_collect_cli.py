@@ -97,6 +97,7 @@ GATEWAY_FLAGS = (
     "--username",
     "--password",
     "--spool-dir",
+    "--spool-max-bytes",
 )
 
 

@@ -14,13 +14,14 @@ use crate::gateway::Gateway;
 use crate::store::valid_source_id;
 
 /// The flags that only a gateway (`--clickhouse`) takes.
-const GATEWAY_FLAGS: [&str; 6] = [
+const GATEWAY_FLAGS: [&str; 7] = [
     "--clickhouse",
     "--table",
     "--create-table",
     "--username",
     "--password",
     "--spool-dir",
+    "--spool-max-bytes",
 ];
 
 /// What the command line asks for.
@@ -43,7 +44,7 @@ usage: {prog} [--listen HOST:PORT] [--out DIR] [--api-key KEY] [--max-body SIZE]
 {pad}[--read-timeout TIME] [--idle-timeout TIME] [--max-memory SIZE]
 {pad}[--fsync] [--quiet]
 {pad}[--clickhouse URL [--table NAME] [--create-table] [--username USER]
-{pad} [--password PASSWORD] [--spool-dir DIR]]
+{pad} [--password PASSWORD] [--spool-dir DIR [--spool-max-bytes SIZE]]]
 
 Receives Timber frames over HTTP and appends them to DIR/<source_id>.ndjson.
 SIGHUP reopens every file (after logrotate has renamed them). With
@@ -73,7 +74,10 @@ while ClickHouse cannot take them.
   --username USER       ClickHouse user (default: $TIMBER_CLICKHOUSE_USER)
   --password PASSWORD   its password (default: $TIMBER_CLICKHOUSE_PASSWORD)
   --spool-dir DIR       keep on disk what ClickHouse cannot take now, and what is
-                        still unsent at exit; sent from there when it can",
+                        still unsent at exit; sent from there when it can
+  --spool-max-bytes SIZE  the most this gateway writes to the spool (default
+                        256MiB); requests that could not all be kept there, with
+                        what is held, get 503, as do those the disk has no room for",
         read = seconds(DEFAULT_READ_TIMEOUT),
         idle = seconds(DEFAULT_IDLE_TIMEOUT),
         memory = DEFAULT_MAX_MEMORY >> 20,
@@ -150,6 +154,7 @@ pub fn parse_args(
             "--username" => gateway.username = Some(value()?),
             "--password" => gateway.password = Some(value()?),
             "--spool-dir" => gateway.spool_dir = Some(PathBuf::from(value()?)),
+            "--spool-max-bytes" => gateway.spool_max_bytes = Some(size(&flag, &value()?)?),
             other => return Err(format!("unknown argument {other:?}")),
         }
         if flag != "--clickhouse" && GATEWAY_FLAGS.contains(&flag.as_str()) {
@@ -157,6 +162,9 @@ pub fn parse_args(
         }
     }
     if !gateway.url.is_empty() {
+        if gateway.spool_max_bytes.is_some() && gateway.spool_dir.is_none() {
+            return Err("--spool-max-bytes needs --spool-dir DIR".into());
+        }
         config.gateway = Some(Box::new(gateway));
     } else if let Some(flag) = gateway_flag {
         return Err(format!("{flag} needs --clickhouse URL"));
@@ -282,6 +290,8 @@ mod tests {
             "p",
             "--spool-dir",
             "s",
+            "--spool-max-bytes",
+            "4MiB",
         ]);
         let g = c.gateway.expect("a gateway");
         assert_eq!(g.url, "http://ch:8123");
@@ -292,6 +302,7 @@ mod tests {
             (Some("u"), Some("p"))
         );
         assert_eq!(g.spool_dir, Some(PathBuf::from("s")));
+        assert_eq!(g.spool_max_bytes, Some(4 << 20));
         for (args, needle) in [
             (
                 &["--create-table"][..],
@@ -300,6 +311,14 @@ mod tests {
             (&["--spool-dir", "s"], "--spool-dir needs --clickhouse URL"),
             (&["--clickhouse", ""], "--clickhouse needs a URL"),
             (&["--create-table=yes"], "takes no value"),
+            (
+                &["--clickhouse", "http://ch", "--spool-max-bytes", "4MiB"],
+                "--spool-max-bytes needs --spool-dir",
+            ),
+            (
+                &["--spool-max-bytes", "4MiB"],
+                "--spool-max-bytes needs --clickhouse",
+            ),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");

@@ -15,11 +15,17 @@
 //! engine's promises hold (retries, the spool on disk, the deduplication
 //! token). A request that does not fit in the buffer as a whole is refused
 //! with 503, so that its client sends it again later with nothing taken
-//! twice. A gateway keeps no state another needs: any number of them can
-//! stand behind a load balancer.
+//! twice. With a spool, a request is taken only if everything held in
+//! memory could still be spooled with it (the engine checks the spool's
+//! room under its buffer's lock), so that a stop during an outage spools
+//! all that was answered 202 rather than drop it. A gateway keeps no state
+//! another needs: any number of them can stand behind a load balancer.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::otlp::Decoded;
 
 use timber_core::{
     Engine, ErrorInfo, Event, Location, Raw, Refused, Runtime, Settings, Sink, Stats, System, Time,
@@ -45,6 +51,8 @@ pub struct Gateway {
     pub password: Option<String>,
     /// The durable spool, for what ClickHouse cannot take now.
     pub spool_dir: Option<PathBuf>,
+    /// The most written to the spool (the handler's `spool_max_bytes`).
+    pub spool_max_bytes: Option<u64>,
 }
 
 /// The engine that writes the frames into ClickHouse.
@@ -77,6 +85,15 @@ impl Forwarder {
         if let Some(dir) = &g.spool_dir {
             given.push(("spool_dir", Raw::Str(dir.display().to_string())));
         }
+        if let Some(max) = g.spool_max_bytes {
+            given.push(("spool_max_bytes", Raw::Int(i128::from(max))));
+        }
+        // The gateway's own resource is not that of the processes whose
+        // records it forwards: each row names its sender's.
+        let env = |name: &str| match name {
+            "OTEL_RESOURCE_ATTRIBUTES" | "OTEL_SERVICE_NAME" => None,
+            _ => env(name),
+        };
         let resolved = Settings::resolve(given, env).map_err(|e| e.0)?;
         let engine = Engine::new(resolved).map_err(|e| e.to_string())?;
         Ok(Self { engine })
@@ -95,11 +112,37 @@ impl Forwarder {
     /// Hands the frames of one request (complete JSON lines) from `source`
     /// to the engine, all or none; how many were taken.
     pub fn send(&self, source: &str, lines: &[u8]) -> Result<usize, Refused> {
-        let events: Vec<FrameEvent> = lines
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(|l| FrameEvent::parse(source, l).unwrap_or_else(|| FrameEvent::opaque(source, l)))
+        let events: Vec<FrameEvent> = frame_lines(lines)
+            .map(|l| FrameEvent::read(source, l))
             .collect();
+        self.emit(&events)
+    }
+
+    /// Hands every frame of one OTLP request to the engine, all or none,
+    /// whatever resources it spans; each row keeps what the sender sent:
+    /// its resource's `service.name` and attributes, and its severity.
+    pub fn send_otlp(&self, decoded: &Decoded) -> Result<usize, Refused> {
+        let resources: Vec<Arc<[(String, String)]>> = decoded
+            .resources
+            .iter()
+            .map(|r| r.attributes.as_slice().into())
+            .collect();
+        let mut events = Vec::new();
+        for ((source, batch), origins) in decoded.batches.iter().zip(&decoded.origins) {
+            for (line, origin) in frame_lines(&batch.lines).zip(origins) {
+                let mut event = FrameEvent::read(source, line);
+                if let Some(name) = &decoded.resources[origin.resource].service {
+                    event.service.clone_from(name);
+                }
+                event.resource = Some(Arc::clone(&resources[origin.resource]));
+                event.severity = Some((origin.severity_text.clone(), origin.severity_number));
+                events.push(event);
+            }
+        }
+        self.emit(&events)
+    }
+
+    fn emit(&self, events: &[FrameEvent]) -> Result<usize, Refused> {
         self.engine
             .emit_all(events.iter().map(|e| (e, e.context.as_slice())))
     }
@@ -118,6 +161,11 @@ impl Forwarder {
     pub fn close(&self, timeout: Duration) -> bool {
         self.engine.close(Some(timeout))
     }
+}
+
+/// The non-empty lines of a batch.
+fn frame_lines(lines: &[u8]) -> impl Iterator<Item = &[u8]> {
+    lines.split(|&b| b == b'\n').filter(|l| !l.is_empty())
 }
 
 /// One stored frame read back as an event, so that it becomes the row the
@@ -139,6 +187,10 @@ pub struct FrameEvent {
     error: Option<ErrorInfo>,
     /// The traceback text the sender kept (OTLP's `exception.stacktrace`).
     stacktrace: Option<String>,
+    /// An OTLP record's resource, as sent.
+    resource: Option<Arc<[(String, String)]>>,
+    /// An OTLP record's severity text and number, as sent.
+    severity: Option<(String, i32)>,
 }
 
 impl FrameEvent {
@@ -151,7 +203,7 @@ impl FrameEvent {
         for (key, v) in entries {
             match (&*key, v) {
                 ("dt", Value::Str(s)) => event.time = parse_time(&s).unwrap_or(Time::Now),
-                ("level", Value::Str(s)) => event.level = level_name(&s).to_owned(),
+                ("level", Value::Str(s)) => event.level = level_name(&s),
                 ("message", Value::Str(s)) => event.message = s.into(),
                 ("error", Value::Map(e)) => {
                     event.stacktrace = str_of(&e, "stacktrace").map(str::to_owned);
@@ -162,6 +214,12 @@ impl FrameEvent {
             }
         }
         Some(event)
+    }
+
+    /// Reads one frame, kept whole as [`FrameEvent::opaque`] if it is
+    /// not a JSON object.
+    pub fn read(source: &str, line: &[u8]) -> Self {
+        Self::parse(source, line).unwrap_or_else(|| Self::opaque(source, line))
     }
 
     /// A frame that is not an object (a client may send `[1, "x"]`): kept
@@ -186,6 +244,8 @@ impl FrameEvent {
             trace: None,
             error: None,
             stacktrace: None,
+            resource: None,
+            severity: None,
         }
     }
 
@@ -208,16 +268,18 @@ impl FrameEvent {
 }
 
 /// The level as the handler's records name it (`WARNING`), from the frame's
-/// (`warn`), so that the severity is the one the handler would send.
-fn level_name(frame_level: &str) -> &str {
+/// (`warn`), so that the severity is the one the handler would send; a
+/// custom level (`notice`) by its name, in upper case as Python names it.
+fn level_name(frame_level: &str) -> String {
     match frame_level {
-        "debug" | "trace" => "DEBUG",
+        "debug" => "DEBUG",
         "info" => "INFO",
         "warn" | "warning" => "WARNING",
         "error" => "ERROR",
         "critical" | "fatal" => "CRITICAL",
-        other => other,
+        other => return other.to_uppercase(),
     }
+    .to_owned()
 }
 
 fn parse_time(text: &str) -> Option<Time> {
@@ -367,6 +429,14 @@ impl Event for FrameEvent {
         Some(&self.service)
     }
 
+    fn resource(&self) -> Option<&[(String, String)]> {
+        self.resource.as_deref()
+    }
+
+    fn severity(&self) -> Option<(&str, i32)> {
+        self.severity.as_ref().map(|(t, n)| (t.as_str(), *n))
+    }
+
     fn stacktrace(&self) -> Option<String> {
         let error = self.error.as_ref()?;
         // The sender's own text when it kept one, else built from the frames.
@@ -493,6 +563,8 @@ mod tests {
                 ])
             )]
         );
+        let notice = FrameEvent::parse("shop", br#"{"level":"notice","message":"m"}"#).unwrap();
+        assert_eq!(notice.level(), "NOTICE");
         let kept = FrameEvent::opaque("shop", b"[1,\"x\"]");
         assert_eq!((kept.message(), kept.level()), ("[1,\"x\"]", "INFO"));
     }

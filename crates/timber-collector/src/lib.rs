@@ -32,6 +32,7 @@ pub mod limits;
 pub mod otlp;
 mod otlp_http;
 mod otlp_json;
+mod otlp_origin;
 mod otlp_wire;
 pub mod recent;
 pub mod server;

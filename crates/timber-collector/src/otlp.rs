@@ -9,7 +9,7 @@
 //! ```text
 //! resource service.name        → the source id (the file), else `otlp`
 //! time_unix_nano (else observed) → dt, to the nearest microsecond
-//! severity_text / _number      → level: debug, info, warn, error, critical
+//! severity_text / _number      → level: debug, info, warn, error, critical, or a custom level's name
 //! body                         → message (a string as is, other values as JSON)
 //! attributes                   → one top-level field each (renamed extra_dt... as the handler does)
 //! code.* thread.* + scope name → context.runtime
@@ -17,6 +17,9 @@
 //! exception.*                  → error {name, message, backtrace: [], stacktrace}
 //! trace_id, span_id, flags     → context.trace
 //! ```
+//!
+//! A gateway also gets each record's [`Origin`] and its [`Resource`] as
+//! sent, which a frame cannot hold: its row keeps them.
 
 use std::borrow::Cow;
 
@@ -24,6 +27,7 @@ use timber_core::otlp_proto::{any_value, AnyValue, ExportLogsServiceRequest, Key
 use timber_core::{extra_key, Frame, Json, Runtime, Sink, System, Trace};
 
 use crate::body::{decompress, Batch, BodyError, Encoding};
+pub use crate::otlp_origin::{Decoded, Origin, Resource};
 use crate::store::{valid_source_id, MAX_SOURCE_ID_LEN};
 
 /// The source of records whose resource has no usable `service.name`.
@@ -115,7 +119,7 @@ pub fn decode(
     encoding: Encoding,
     raw: &[u8],
     max_body: u64,
-) -> Result<Vec<(String, Batch)>, BodyError> {
+) -> Result<Decoded, BodyError> {
     let body = decompress(encoding, raw, max_body)?;
     let mut writer = Writer::default();
     match format {
@@ -130,7 +134,7 @@ pub fn decode(
 }
 
 /// The frames of every record of `request`, grouped by source.
-pub fn frames(request: &ExportLogsServiceRequest) -> Vec<(String, Batch)> {
+pub fn frames(request: &ExportLogsServiceRequest) -> Decoded {
     let mut writer = Writer::default();
     for rl in &request.resource_logs {
         writer.resource(rl.resource.as_ref().map_or(&[], |r| &r.attributes));
@@ -147,7 +151,7 @@ pub fn frames(request: &ExportLogsServiceRequest) -> Vec<(String, Batch)> {
 /// Frames being written, one batch per source.
 #[derive(Default)]
 struct Writer {
-    out: Vec<(String, Batch)>,
+    out: Decoded,
     json: Json,
     resource: ResourceInfo,
     /// The batch of the current resource's source, in `out`.
@@ -157,36 +161,72 @@ struct Writer {
 impl Visit for Writer {
     fn resource(&mut self, attributes: &[KeyValue]) {
         self.resource = ResourceInfo::of(attributes);
+        self.out.resources.push(Resource {
+            service: find(attributes, &["service.name"])
+                .and_then(as_str)
+                .map(str::to_owned),
+            attributes: attributes
+                .iter()
+                .filter(|kv| !kv.key.is_empty())
+                .map(|kv| (kv.key.clone(), as_text(kv.value.as_ref())))
+                .collect(),
+        });
         let source = &self.resource.source;
-        self.at = match self.out.iter().position(|(s, _)| s == source) {
+        let out = &mut self.out;
+        self.at = match out.batches.iter().position(|(s, _)| s == source) {
             Some(i) => i,
             None => {
-                self.out.push((source.clone(), Batch::default()));
-                self.out.len() - 1
+                out.batches.push((source.clone(), Batch::default()));
+                out.origins.push(Vec::new());
+                out.batches.len() - 1
             }
         };
     }
 
     fn record(&mut self, scope: Option<&str>, record: &LogRecord) {
-        if self.out.is_empty() {
+        if self.out.batches.is_empty() {
             // A record before any resource (not possible from the
             // decoders, which announce each resource first).
             self.resource(&[]);
         }
         self.json.clear();
         write_frame(&mut self.json, &self.resource, scope, record);
-        let batch = &mut self.out[self.at].1;
+        let batch = &mut self.out.batches[self.at].1;
         batch.lines.extend_from_slice(&self.json.buf);
         batch.lines.push(b'\n');
         batch.frames += 1;
+        self.out.origins[self.at].push(Origin {
+            severity_text: record.severity_text.clone(),
+            severity_number: record.severity_number,
+            resource: self.out.resources.len() - 1,
+        });
     }
 }
 
 impl Writer {
-    fn finish(mut self) -> Vec<(String, Batch)> {
-        self.out.retain(|(_, b)| b.frames > 0);
+    fn finish(mut self) -> Decoded {
+        let out = &mut self.out;
+        let mut origins = std::mem::take(&mut out.origins).into_iter();
+        out.batches.retain(|(_, b)| {
+            let o = origins.next();
+            if b.frames > 0 {
+                out.origins.extend(o);
+            }
+            b.frames > 0
+        });
         self.out
     }
+}
+
+/// An attribute's value as the text a `Map(String, String)` column holds:
+/// strings as they are, anything else as its JSON.
+fn as_text(v: Option<&AnyValue>) -> String {
+    if let Some(any_value::Value::StringValue(s)) = v.and_then(|v| v.value.as_ref()) {
+        return s.clone();
+    }
+    let mut j = Json::new();
+    write_any(&mut j, v);
+    String::from_utf8(j.buf).unwrap_or_default()
 }
 
 /// What a frame takes from the resource.
@@ -265,16 +305,17 @@ fn is_semantic(key: &str) -> bool {
     key.starts_with("code.") || key.starts_with("thread.") || key.starts_with("exception.")
 }
 
-/// The frame's level: a known severity text first (the handler and the SDK
-/// send the Python level name), else the severity number's range.
+/// The frame's level: the severity text as the handler's frame names that
+/// level (the handler and the SDK send the Python level name: `WARN` is
+/// `warn`, `FATAL` `critical`, a custom level such as `NOTICE` or `TRACE`
+/// its own name in lower case), else the severity number's range.
 pub fn level(severity_text: &str, severity_number: i32) -> Cow<'_, str> {
     match severity_text.to_ascii_lowercase().as_str() {
-        "trace" | "debug" => return "debug".into(),
-        "info" | "information" => return "info".into(),
-        "warn" | "warning" => return "warn".into(),
-        "error" => return "error".into(),
-        "critical" | "fatal" => return "critical".into(),
-        _ => {}
+        "" => {}
+        "information" => return "info".into(),
+        "warning" => return "warn".into(),
+        "fatal" => return "critical".into(),
+        _ => return severity_text.to_lowercase().into(),
     }
     match severity_number {
         1..=8 => "debug".into(),
@@ -282,7 +323,6 @@ pub fn level(severity_text: &str, severity_number: i32) -> Cow<'_, str> {
         13..=16 => "warn".into(),
         17..=20 => "error".into(),
         21.. => "critical".into(),
-        _ if !severity_text.is_empty() => severity_text.to_lowercase().into(),
         _ => "info".into(),
     }
 }

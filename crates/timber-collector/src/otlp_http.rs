@@ -11,15 +11,16 @@ use axum::response::{IntoResponse, Response};
 
 use crate::otlp::{self, OtlpFormat};
 use crate::server::{
-    append, authorize, body_refusal, header_str, out_of_memory, receive, refuse, AppState,
+    authorize, body_refusal, header_str, out_of_memory, receive, refuse, store_refusal, AppState,
     Received, Refusal,
 };
 
 /// `POST /v1/logs`: an OTLP export, stored one frame per record under the
 /// source its resource's `service.name` names ([`crate::otlp`]). Answered
 /// 200 with an empty `ExportLogsServiceResponse`, as OTLP clients expect.
-/// An idempotency key applies to each source of the request: a replay
-/// stores nothing again in any of them.
+/// The export is stored whole or not at all, whatever resources and
+/// sources it spans. An idempotency key applies to each source of the
+/// request: a replay stores nothing again in any of them.
 pub(crate) async fn otlp_logs(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -53,12 +54,13 @@ async fn otlp_ingest(
         .ok_or_else(out_of_memory)?;
     let store = Arc::clone(&state.store);
     tokio::task::spawn_blocking(move || {
-        let batches =
+        let decoded =
             otlp::decode(format, encoding, &raw, max_body).map_err(|e| body_refusal(&e))?;
         drop(raw);
-        for (source, batch) in &batches {
-            append(&store, source, batch, key.as_deref())?;
-        }
+        // The whole export or nothing: a client resends a refused one whole.
+        store
+            .append_whole(&decoded, key.as_deref())
+            .map_err(|e| store_refusal(&e))?;
         Ok::<_, Refusal>(())
     })
     .await

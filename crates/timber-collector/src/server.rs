@@ -303,20 +303,25 @@ pub(crate) fn append(
 ) -> Result<Appended, Refusal> {
     store
         .append(source, &batch.lines, batch.frames, key)
-        .map_err(|e| match e {
-            StoreError::OutOfFiles(_) => refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("cannot store frames now: {e}"),
-            ),
-            StoreError::Io(_) => refuse(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                &format!("cannot store frames: {e}"),
-            ),
-            StoreError::Forward(_) => refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                &format!("cannot take frames now ({e}): try again shortly"),
-            ),
-        })
+        .map_err(|e| store_refusal(&e))
+}
+
+/// The answer to frames the store did not take.
+pub(crate) fn store_refusal(e: &StoreError) -> Refusal {
+    match e {
+        StoreError::OutOfFiles(_) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot store frames now: {e}"),
+        ),
+        StoreError::Io(_) => refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("cannot store frames: {e}"),
+        ),
+        StoreError::Forward(_) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("cannot take frames now ({e}): try again shortly"),
+        ),
+    }
 }
 
 pub(crate) fn out_of_memory() -> Refusal {

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use crate::gateway::Forwarder;
+use crate::otlp::Decoded;
 use crate::recent::RecentKeys;
 
 /// Longest source id accepted, well under the file-name limit of common file systems.
@@ -199,6 +200,103 @@ impl Store {
         }
         self.frames.fetch_add(frames as u64, Ordering::Relaxed);
         Ok(Appended::Written)
+    }
+
+    /// Stores every frame of one OTLP request, whatever sources it spans,
+    /// or none: a client resends a refused export whole, so a part taken
+    /// would be stored twice. The idempotency key is recorded for each
+    /// source, and a key any of them stored makes the request a replay.
+    pub fn append_whole(
+        &self,
+        decoded: &Decoded,
+        key: Option<&str>,
+    ) -> Result<Appended, StoreError> {
+        let mut names: Vec<&str> = decoded.batches.iter().map(|(s, _)| s.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        // Locked in name order, the one order every taker of several uses.
+        let sources: Vec<(&str, Arc<Source>)> =
+            names.iter().map(|n| (*n, self.source(n))).collect();
+        let mut states: Vec<(&str, MutexGuard<'_, SourceState>)> = sources
+            .iter()
+            .map(|(n, src)| (*n, lock(&src.state)))
+            .collect();
+        let now = Instant::now();
+        if let Some(k) = key {
+            if let Some(n) = states.iter_mut().find_map(|(_, st)| st.keys.get(k, now)) {
+                return Ok(Appended::Replay(n));
+            }
+        }
+        let frames: usize = decoded.batches.iter().map(|(_, b)| b.frames).sum();
+        if let Some(forward) = &self.forward {
+            if frames > 0 {
+                forward.send_otlp(decoded)?;
+            }
+        } else {
+            self.write_all_or_none(decoded, &mut states)?;
+        }
+        for (name, state) in &mut states {
+            let n: usize = decoded
+                .batches
+                .iter()
+                .filter(|(s, _)| s == name)
+                .map(|(_, b)| b.frames)
+                .sum();
+            if let Some(k) = key {
+                state.keys.insert(k, n, now);
+            }
+        }
+        self.frames.fetch_add(frames as u64, Ordering::Relaxed);
+        Ok(Appended::Written)
+    }
+
+    /// Writes each source's lines to its file; if one write fails, the
+    /// files written before it are cut back to where they were.
+    fn write_all_or_none(
+        &self,
+        decoded: &Decoded,
+        states: &mut [(&str, MutexGuard<'_, SourceState>)],
+    ) -> Result<(), StoreError> {
+        let mut written: Vec<(&str, u64)> = Vec::new();
+        for (source, batch) in &decoded.batches {
+            if batch.lines.is_empty() {
+                continue;
+            }
+            let state = &mut states
+                .iter_mut()
+                .find(|(n, _)| n == source)
+                .expect("every source is locked")
+                .1;
+            let result = self.open_for_write(source, state).and_then(|kept| {
+                let file = state.file.as_mut().expect("opened above");
+                let before = file.metadata()?.len();
+                let done = write_whole(file, &batch.lines).and_then(|()| {
+                    if self.fsync {
+                        file.sync_data()
+                    } else {
+                        Ok(())
+                    }
+                });
+                if done.is_ok() {
+                    written.push((source, before));
+                }
+                if !kept {
+                    state.file = None;
+                }
+                done.map_err(StoreError::Io)
+            });
+            if let Err(e) = result {
+                for (name, len) in written {
+                    // Best effort, by path: the file may have been closed.
+                    let path = self.dir.join(format!("{name}.ndjson"));
+                    if let Ok(f) = OpenOptions::new().write(true).open(path) {
+                        let _ = f.set_len(len);
+                    }
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     /// Closes every file; each source reopens its file by path on its next

@@ -163,3 +163,49 @@ fn idempotency_keys_are_per_source_and_recorded_only_once_written() {
     assert_eq!(read(&dir, "c.ndjson"), "{\"n\":1}\n");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+fn decoded(parts: &[(&str, &str)]) -> crate::otlp::Decoded {
+    crate::otlp::Decoded {
+        batches: parts
+            .iter()
+            .map(|(s, line)| {
+                let batch = crate::body::Batch {
+                    lines: format!("{line}\n").into_bytes(),
+                    frames: 1,
+                };
+                ((*s).to_owned(), batch)
+            })
+            .collect(),
+        origins: vec![Vec::new(); parts.len()],
+        resources: Vec::new(),
+    }
+}
+
+#[test]
+fn a_request_of_several_sources_is_stored_whole_or_not_at_all() {
+    let dir = temp_dir("whole");
+    let store = Store::open(&dir, false, 4).unwrap();
+    store
+        .append("a", b"{\"before\":1}\n", 1, None)
+        .expect("a first line");
+    // The second source cannot be written (its file is a directory): the
+    // first one's lines are taken back.
+    std::fs::create_dir_all(dir.join("b.ndjson")).unwrap();
+    let both = decoded(&[("a", "{\"n\":1}"), ("b", "{\"n\":2}")]);
+    assert!(store.append_whole(&both, Some("k1")).is_err());
+    assert_eq!(read(&dir, "a.ndjson"), "{\"before\":1}\n");
+    // Nothing was recorded under the key: sent again, it is stored.
+    std::fs::remove_dir(dir.join("b.ndjson")).unwrap();
+    assert_eq!(
+        store.append_whole(&both, Some("k1")).unwrap(),
+        Appended::Written
+    );
+    assert_eq!(read(&dir, "a.ndjson"), "{\"before\":1}\n{\"n\":1}\n");
+    assert_eq!(read(&dir, "b.ndjson"), "{\"n\":2}\n");
+    // A replay stores nothing again in either.
+    assert_eq!(
+        store.append_whole(&both, Some("k1")).unwrap(),
+        Appended::Replay(1)
+    );
+    assert_eq!(read(&dir, "b.ndjson"), "{\"n\":2}\n");
+}

@@ -93,8 +93,13 @@ fn check(format: OtlpFormat, encoding: Encoding, body: &[u8]) -> bool {
     match decode(format, encoding, body, 1 << 16) {
         Err(BodyError::Invalid(_) | BodyError::TooLarge(_)) => false,
         Err(other) => panic!("unexpected refusal {other:?}"),
-        Ok(batches) => {
-            for (source, batch) in batches {
+        Ok(decoded) => {
+            assert_eq!(decoded.origins.len(), decoded.batches.len());
+            for (o, (_, b)) in decoded.origins.iter().zip(&decoded.batches) {
+                assert_eq!(o.len(), b.frames);
+                assert!(o.iter().all(|o| o.resource < decoded.resources.len()));
+            }
+            for (source, batch) in decoded.batches {
                 assert!(valid_source_id(&source), "{source:?}");
                 let lines: Vec<&[u8]> = batch
                     .lines

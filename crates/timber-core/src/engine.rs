@@ -8,9 +8,9 @@
 
 use crate::destination::{Destination, Kind};
 use crate::event::Event;
-use crate::queue::{Batch, Limits, Push, Queue};
+use crate::queue::{Batch, Holding, Limits, Push, Queue};
 use crate::settings::{Resolved, Settings};
-use crate::spool::{Spool, SpoolError};
+use crate::spool::{Spool, SpoolError, ENTRY_OVERHEAD};
 use crate::stats::{say, Counters, Problem, Reason, Reporter, Stats};
 use crate::value::Value;
 use crate::worker::{self, Replay};
@@ -26,6 +26,10 @@ pub enum Refused {
     /// The buffer has no room for all of them now.
     #[error("the buffer is full")]
     Full,
+    /// The spool could not keep them beside what is held already, were
+    /// delivery to fail: taking them could lose them at close.
+    #[error("the spool is too full to keep them")]
+    SpoolFull,
     /// The engine is closed.
     #[error("the engine is closed")]
     Closed,
@@ -343,7 +347,11 @@ impl Engine {
     /// Encodes every event and buffers all of them or none: `Refused::Full`
     /// when they do not all fit now, so that a gateway can answer its
     /// client "try again" with nothing half taken (nothing is counted
-    /// then: the client still holds the records). Returns how many were
+    /// then: the client still holds the records). With a spool, also
+    /// `Refused::SpoolFull` unless everything held in memory, these
+    /// included, would fit in the spool's room (`spool_max_bytes` and the
+    /// disk's free space): what is taken can always be spooled at close,
+    /// so nothing taken is lost by an outage. Returns how many were
     /// buffered; one too large for any batch is counted dropped.
     pub fn emit_all<'e, E: Event + 'e>(
         &self,
@@ -374,12 +382,31 @@ impl Engine {
         if !self.started.load(Ordering::Relaxed) {
             self.start();
         }
+        let spool = self.pipeline.spool.as_ref();
+        let keeps = |h: Holding| {
+            spool.is_none_or(|s| {
+                let need = h.bytes as u64 + (h.batches * ENTRY_OVERHEAD) as u64;
+                need <= s.room()
+            })
+        };
         let left_out = self
             .pipeline
             .queue
-            .push_all(&records)
+            .push_all(&records, keeps)
             .map_err(|p| match p {
                 Push::Closed => Refused::Closed,
+                Push::Unkept => {
+                    self.pipeline.reporter.report(Problem::Spool, || {
+                        let root =
+                            spool.map_or_else(String::new, |s| s.root().display().to_string());
+                        format!(
+                            "the spool under {root} has no room to keep more records \
+                             (spool_max_bytes, or its disk): new ones are refused until \
+                             delivery makes room"
+                        )
+                    });
+                    Refused::SpoolFull
+                }
                 _ => Refused::Full,
             })?;
         let c = &self.pipeline.counters;
@@ -405,7 +432,7 @@ impl Engine {
     fn count(&self, result: Push) {
         let reason = match result {
             Push::Accepted => return,
-            Push::Full => Reason::Full,
+            Push::Full | Push::Unkept => Reason::Full,
             Push::TooLarge => Reason::TooLarge,
             Push::Closed => Reason::Shutdown,
         };

@@ -131,6 +131,17 @@ pub trait Event {
     fn service_name(&self) -> Option<&str> {
         None
     }
+    /// The OpenTelemetry resource it came with, where the event has its
+    /// own (a gateway's OTLP records); otherwise the destination's, from
+    /// `OTEL_RESOURCE_ATTRIBUTES`. Values as text.
+    fn resource(&self) -> Option<&[(String, String)]> {
+        None
+    }
+    /// The severity as an OpenTelemetry sender gave it (`NOTICE`, 12),
+    /// where the event has one; otherwise it is derived from the level.
+    fn severity(&self) -> Option<(&str, i32)> {
+        None
+    }
     /// Where it was logged from.
     fn runtime(&self) -> Runtime<'_>;
     /// The process; `pid` and `hostname` left `None` are filled in here.

@@ -48,6 +48,19 @@ pub enum Push {
     TooLarge,
     /// The buffer is closed.
     Closed,
+    /// The records fit in memory, but not where they must be able to go
+    /// (the spool): refused by the caller's check of [`Queue::push_all`].
+    Unkept,
+}
+
+/// What the buffer would hold after a [`Queue::push_all`], for the caller's
+/// check that it could all be kept elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holding {
+    /// Bytes, as the batches' bodies (record and header bytes).
+    pub bytes: usize,
+    /// Batches, at most: those held and one per new record.
+    pub batches: usize,
 }
 
 /// What a sender gets from [`Queue::next_batch_until`].
@@ -215,10 +228,17 @@ impl Queue {
     }
 
     /// Appends every record, or none of them when they do not all fit
-    /// (`Full`) or the buffer is closed; a record larger than a batch may
-    /// be is left out and its index returned. For a gateway, whose client
-    /// sends the whole request again when it is refused.
-    pub fn push_all(&self, records: &[Vec<u8>]) -> Result<Vec<usize>, Push> {
+    /// (`Full`), when `keeps` says what would then be held could not be
+    /// kept (`Unkept`; asked under the buffer's lock, so that concurrent
+    /// callers are judged one after the other), or when the buffer is
+    /// closed; a record larger than a batch may be is left out and its
+    /// index returned. For a gateway, whose client sends the whole request
+    /// again when it is refused.
+    pub fn push_all(
+        &self,
+        records: &[Vec<u8>],
+        keeps: impl FnOnce(Holding) -> bool,
+    ) -> Result<Vec<usize>, Push> {
         let lim = &self.limits;
         let mut st = self.lock();
         if st.closing {
@@ -232,6 +252,13 @@ impl Queue {
             .fold((0, 0), |(b, n), r| (b + r.len() + MAX_ARRAY_HEADER, n + 1));
         if st.held_bytes + bytes > lim.max_bytes || st.held_records + count > lim.max_records {
             return Err(Push::Full);
+        }
+        let holding = Holding {
+            bytes: st.held_bytes + bytes,
+            batches: st.ready.len() + st.in_flight.len() + 1 + count,
+        };
+        if !keeps(holding) {
+            return Err(Push::Unkept);
         }
         let mut left_out = Vec::new();
         for (i, record) in records.iter().enumerate() {

@@ -268,8 +268,8 @@ pub struct Endpoint {
     pub headers: Vec<(String, String)>,
     /// OTLP only: JSON instead of protobuf.
     pub json: bool,
-    /// OTLP only: resource attributes from the environment (`service.name`
-    /// included), in order.
+    /// OTLP and ClickHouse: resource attributes from the environment
+    /// (`service.name` first), in order.
     pub resource: Vec<(String, String)>,
 }
 

@@ -91,6 +91,7 @@ impl ClickHouse {
                     .clone()
                     .unwrap_or_else(|| "unknown_service".to_owned()),
                 nested_maps: Arc::default(),
+                resource: Vec::new(),
             },
             table: s.table.clone(),
             query_url: format!("{}/", s.host.as_deref().unwrap_or(DEFAULT_HOST)),

@@ -25,6 +25,24 @@ pub(super) struct RowContext {
     pub(super) service: String,
     /// Set once the server is known to lack `Map`: the maps go as `Nested`.
     pub(super) nested_maps: Arc<AtomicBool>,
+    /// `ResourceAttributes` beyond `service.name`, `host.name` and
+    /// `process.pid`: the other `OTEL_RESOURCE_ATTRIBUTES` pairs.
+    pub(super) resource: Vec<(String, String)>,
+}
+
+impl RowContext {
+    /// Takes the service and the resource from the destination's resource
+    /// (`service.name` first, as [`super::otlp::resource`] makes it).
+    pub(super) fn set_resource(&mut self, resource: &[(String, String)]) {
+        if let Some((_, name)) = resource.iter().find(|(k, _)| k == "service.name") {
+            self.service.clone_from(name);
+        }
+        self.resource = resource
+            .iter()
+            .filter(|(k, _)| k != "service.name")
+            .cloned()
+            .collect();
+    }
 }
 
 /// Appends the row of `event` to `out`, ending with `\n`; strings longer
@@ -46,7 +64,9 @@ pub(super) fn encode<E: Event>(
         "CRITICAL" | "FATAL" => 50,
         _ => 0,
     });
-    let severity_text = super::otlp::severity_text(level);
+    let (severity_text, number) = event
+        .severity()
+        .unwrap_or_else(|| (super::otlp::severity_text(level), severity_number(levelno)));
     let mut attrs = Vec::new();
     for (k, v) in super::otlp::user_attributes(event, context, policy) {
         flatten(&k, &v, cut, &mut attrs);
@@ -100,35 +120,50 @@ pub(super) fn encode<E: Event>(
     let flags = trace.map_or(0, |t| t.flags);
     o.extend_from_slice(format!("\",\"TraceFlags\":{flags},\"SeverityText\":").as_bytes());
     string(o, severity_text);
-    let number = severity_number(levelno);
     o.extend_from_slice(format!(",\"SeverityNumber\":{number},\"ServiceName\":").as_bytes());
     string(o, service);
     o.extend_from_slice(b",\"Body\":");
     string(o, &cut_str(event.message(), cut));
     o.extend_from_slice(b",\"ResourceAttributes\":");
-    map(
-        o,
-        &[
-            ("host.name", host),
-            ("process.pid", &pid),
-            ("service.name", service),
-        ],
-    );
+    // The event's own resource (an OTLP request's) as it was sent; else
+    // the destination's, with the process that logged and the service over
+    // any of the same name.
+    let mut resource: Vec<(&str, &str)> = match event.resource() {
+        Some(own) => own.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect(),
+        None => row
+            .resource
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .chain([
+                ("host.name", host),
+                ("process.pid", pid.as_str()),
+                ("service.name", service),
+            ])
+            .collect(),
+    };
+    resource.sort_by(|a, b| a.0.cmp(b.0));
+    map(o, &last_of_each(&resource));
     o.extend_from_slice(b",\"ScopeName\":");
     string(o, rt.logger_name.unwrap_or_default());
     o.extend_from_slice(b",\"LogAttributes\":");
     // One value per key, the last given (an attribute of ours over a user's
     // of the same name), in key order.
     attrs.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut kept: Vec<(&str, &str)> = Vec::with_capacity(attrs.len());
-    for (k, v) in &attrs {
+    let pairs: Vec<(&str, &str)> = attrs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
+    map(o, &last_of_each(&pairs));
+    o.extend_from_slice(b"}\n");
+}
+
+/// Pairs sorted by key (stably), one per key: the last given.
+fn last_of_each<'a>(sorted: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut kept: Vec<(&str, &str)> = Vec::with_capacity(sorted.len());
+    for &(k, v) in sorted {
         match kept.last_mut() {
             Some(last) if last.0 == k => last.1 = v,
             _ => kept.push((k, v)),
         }
     }
-    map(o, &kept);
-    o.extend_from_slice(b"}\n");
+    kept
 }
 
 /// A JSON string.
@@ -304,6 +339,7 @@ mod tests {
         let row = RowContext {
             service: "shop".into(),
             nested_maps: Arc::default(),
+            resource: Vec::new(),
         };
         let context = [(
             "user".into(),
@@ -365,10 +401,38 @@ mod tests {
     }
 
     #[test]
+    fn the_resource_goes_to_resource_attributes_and_service_name() {
+        let mut row = RowContext {
+            service: "unknown_service".into(),
+            nested_maps: Arc::default(),
+            resource: Vec::new(),
+        };
+        row.set_resource(&[
+            ("service.name".into(), "checkout".into()),
+            ("service.version".into(), "2.1".into()),
+            ("host.name".into(), "not this one".into()),
+        ]);
+        let mut out = Vec::new();
+        encode(&row, &Order, &[], &Policy::default(), &mut out, None);
+        let got: J = serde_json::from_slice(&out).unwrap();
+        assert_eq!(got["ServiceName"], "checkout");
+        assert_eq!(
+            got["ResourceAttributes"],
+            serde_json::json!({
+                "host.name": hostname(),
+                "process.pid": std::process::id().to_string(),
+                "service.name": "checkout",
+                "service.version": "2.1",
+            })
+        );
+    }
+
+    #[test]
     fn redacted_keys_are_replaced_before_flattening() {
         let row = RowContext {
             service: "shop".into(),
             nested_maps: Arc::default(),
+            resource: Vec::new(),
         };
         let policy = Policy {
             redact: vec!["total".into(), "user".into()].into(),

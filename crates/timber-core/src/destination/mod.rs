@@ -96,7 +96,11 @@ pub(crate) fn configure(
         Kind::Timber => Ok(timber::endpoint(s)),
         Kind::BetterStack => Ok(betterstack::endpoint(s, given)),
         Kind::Otlp => otlp::endpoint(s, given, env),
-        Kind::ClickHouse => Ok(clickhouse::endpoint(s)),
+        // ClickHouse rows carry the resource as OTLP's does.
+        Kind::ClickHouse => Ok(Endpoint {
+            resource: otlp::resource(s, env),
+            ..clickhouse::endpoint(s)
+        }),
     }
 }
 
@@ -181,7 +185,11 @@ impl Destination {
                 redact: s.redact.clone().into(),
             },
             otlp: (s.destination == Kind::Otlp).then(|| otlp::Otlp::new(&resolved.endpoint)),
-            clickhouse: (s.destination == Kind::ClickHouse).then(|| clickhouse::ClickHouse::new(s)),
+            clickhouse: (s.destination == Kind::ClickHouse).then(|| {
+                let mut ch = clickhouse::ClickHouse::new(s);
+                ch.row.set_resource(&resolved.endpoint.resource);
+                ch
+            }),
         }
     }
 

@@ -115,9 +115,28 @@ pub(super) fn endpoint(
         headers.retain(|(k, _)| !k.eq_ignore_ascii_case("authorization"));
         headers.push(("Authorization".to_owned(), format!("Bearer {key}")));
     }
+    Ok(Endpoint {
+        url,
+        headers,
+        json,
+        resource: resource(s, env),
+    })
+}
+
+/// The resource as the OpenTelemetry SDK makes it: `service.name` first
+/// (the `service_name` option, which `OTEL_SERVICE_NAME` fills, else
+/// `OTEL_RESOURCE_ATTRIBUTES`' own, else `unknown_service`), then every other
+/// `OTEL_RESOURCE_ATTRIBUTES` pair in order. Shared by every destination
+/// that names a resource (OTLP's `Resource`, ClickHouse's
+/// `ResourceAttributes` and `ServiceName`).
+pub(super) fn resource(
+    s: &Settings,
+    env: &impl Fn(&str) -> Option<String>,
+) -> Vec<(String, String)> {
     let mut resource: Vec<(String, String)> = env("OTEL_RESOURCE_ATTRIBUTES")
         .map(|list| pairs(&list))
         .unwrap_or_default();
+    resource.retain(|(k, _)| !k.is_empty());
     let service = s
         .service_name
         .clone()
@@ -130,12 +149,7 @@ pub(super) fn endpoint(
         .unwrap_or_else(|| "unknown_service".to_owned());
     resource.retain(|(k, _)| k != "service.name");
     resource.insert(0, ("service.name".to_owned(), service));
-    Ok(Endpoint {
-        url,
-        headers,
-        json,
-        resource,
-    })
+    resource
 }
 
 /// `k=v,k2=v2` with percent-encoded values, as the OTEL variables hold.
@@ -339,7 +353,9 @@ fn log_record<E: Event>(
     let levelno = event
         .level_number()
         .unwrap_or_else(|| severity_from_name(level));
-    let severity_text = severity_text(level);
+    let (severity_text, severity_number) = event
+        .severity()
+        .unwrap_or_else(|| (severity_text(level), severity_number(levelno)));
     let text = |s: &str| string(cut_str(s, cut));
     let mut attributes: Vec<KeyValue> = user_attributes(event, context, policy)
         .into_iter()
@@ -374,7 +390,7 @@ fn log_record<E: Event>(
     LogRecord {
         time_unix_nano: event.time().nanos().max(0) as u64,
         observed_time_unix_nano: Time::Now.nanos().max(0) as u64,
-        severity_number: severity_number(levelno),
+        severity_number,
         severity_text: severity_text.to_owned(),
         body: Some(text(event.message())),
         attributes,

@@ -251,16 +251,30 @@ fn push_all_takes_every_record_or_none() {
     let recs: Vec<Vec<u8>> = (0..10).map(rec).collect();
     // 10 one-byte records with their headers fit in 200 bytes; a second
     // set does not fit beside them, and nothing of it is taken.
-    assert_eq!(q.push_all(&recs), Ok(vec![]));
+    assert_eq!(q.push_all(&recs, |_| true), Ok(vec![]));
     let held = q.held();
     let many: Vec<Vec<u8>> = (0..40).map(rec).collect();
-    assert_eq!(q.push_all(&many), Err(Push::Full));
+    assert_eq!(q.push_all(&many, |_| true), Err(Push::Full));
     assert_eq!(q.held(), held);
     // A record larger than a batch is left out, the others taken.
     let mixed = vec![rec(1), vec![0xc0; 100], rec(2)];
     let q = Queue::new(limits(100, 1 << 20));
-    assert_eq!(q.push_all(&mixed), Ok(vec![1]));
+    assert_eq!(q.push_all(&mixed, |_| true), Ok(vec![1]));
+    assert_eq!(q.held().1, 2);
+    // The caller's check sees what would be held, and may refuse it all.
+    let mut asked = None;
+    let check = |h: Holding| {
+        asked = Some(h);
+        false
+    };
+    assert_eq!(q.push_all(&recs, check), Err(Push::Unkept));
+    let asked = asked.expect("asked");
+    assert_eq!(
+        asked.bytes,
+        q.held().0 + recs.len() * (1 + MAX_ARRAY_HEADER)
+    );
+    assert!(asked.batches > recs.len());
     assert_eq!(q.held().1, 2);
     q.close();
-    assert_eq!(q.push_all(&mixed), Err(Push::Closed));
+    assert_eq!(q.push_all(&mixed, |_| true), Err(Push::Closed));
 }

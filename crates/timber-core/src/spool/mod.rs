@@ -26,6 +26,7 @@
 //! is found at the next write or read, the records it held are counted lost
 //! ([`Events::lost`]), and this process goes on in a new lane.
 
+mod disk;
 mod lane;
 mod segment;
 
@@ -38,6 +39,13 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
+
+/// Bytes each entry takes on disk besides its payload.
+pub(crate) const ENTRY_OVERHEAD: usize = HEADER;
+
+/// Free space of the file system left alone: its blocks round every file
+/// up, and the lane's lock and cursor files need some too.
+const DISK_MARGIN: u64 = 1 << 20;
 
 /// Why an entry was not spooled.
 #[derive(Debug, thiserror::Error)]
@@ -465,6 +473,16 @@ impl Spool {
             inner.own.remove();
         }
         left
+    }
+
+    /// Bytes this process may still append: what `spool_max_bytes` leaves,
+    /// and no more than its file system has free (less a margin).
+    pub fn room(&self) -> u64 {
+        let inner = self.lock();
+        let capped = self.max_bytes.saturating_sub(inner.own.bytes());
+        let free =
+            disk::available(&inner.own.dir).map_or(u64::MAX, |f| f.saturating_sub(DISK_MARGIN));
+        capped.min(free)
     }
 
     /// Bytes held on disk by this process's lane.

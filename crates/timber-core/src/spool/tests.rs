@@ -287,3 +287,17 @@ fn a_lane_with_records_stays_at_close() {
     assert_eq!(drain(&next), vec![b"kept".to_vec()]);
     fs::remove_dir_all(&root).unwrap();
 }
+
+#[test]
+fn room_is_what_spool_max_bytes_leaves_and_the_disk_has() {
+    let root = tmp("room");
+    let spool = Spool::open(&root, 1000).unwrap();
+    assert_eq!(spool.room(), 1000);
+    spool.append(&[7; 100], 1).unwrap();
+    assert_eq!(spool.room(), 1000 - 100 - ENTRY_OVERHEAD as u64);
+    // A cap beyond the disk: the disk's free space, less the margin.
+    let big = Spool::open(&tmp("room-big"), u64::MAX).unwrap();
+    let free = disk::available(&root).unwrap();
+    assert!(big.room() <= free.saturating_sub(DISK_MARGIN));
+    assert!(big.room() > 0);
+}
