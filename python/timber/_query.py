@@ -29,10 +29,9 @@ import os
 import re
 import socket
 import sys
+import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Generator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -42,6 +41,16 @@ from timber._tail import _ESCAPE_JSON, format_line, reader_gone
 
 #: Seconds to wait for the server to connect or to send more of its answer.
 TIMEOUT = 30.0
+
+#: Default ``--timeout``: seconds the whole command may wait for the server.
+DEADLINE = 120.0
+
+#: The longest answer line held (one row as JSON; the handler's rows are far
+#: smaller): anything longer is refused rather than read into memory.
+MAX_LINE = 32 << 20
+
+#: Bytes read from the answer at a time.
+_CHUNK = 64 << 10
 
 #: Lowest OpenTelemetry ``SeverityNumber`` of each ``--level`` name (the
 #: names of ``timber tail``); ``notice`` is OpenTelemetry's INFO2.
@@ -72,10 +81,6 @@ _AUTH = frozenset({192, 193, 194, 497, 516})
 #: A column added to the rows of a ``DateTime64`` table, read and removed here.
 _NANOS = "timber_query_ns"
 
-# Loopback and internal servers alike: never through a proxy from the environment.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
 class QueryError(Exception):
     """A mistake in the arguments or a refusal by the server: one line for the user."""
 
@@ -83,8 +88,32 @@ class QueryError(Exception):
 # --- arguments -------------------------------------------------------------
 
 
-def base_url(text: str) -> str:
-    """``--clickhouse``: an ``http(s)://`` URL, without a trailing ``/``."""
+def shown_url(text: str) -> str:
+    """``text`` for a message: a ``user:password@`` given in it replaced by its
+    length, as the handler shows a URL."""
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    userinfo, at, host = rest[:end].rpartition("@")
+    if not at:
+        return text
+    return f"{scheme}://[userinfo of {len(userinfo)} characters, not shown]@{host}{rest[end:]}"
+
+
+@dataclass(frozen=True)
+class Server:
+    """``--clickhouse`` read: the URL without its userinfo, and the user and
+    password the userinfo held (percent-decoded), if any."""
+
+    url: str
+    user: str | None = None
+    password: str | None = None
+
+
+def base_url(text: str) -> Server:
+    """``--clickhouse``: an ``http(s)://`` URL without a query or fragment; a
+    ``user:password@`` in it is taken as the credentials and never shown."""
     text = text.strip()
     try:
         parts = urllib.parse.urlsplit(text)
@@ -95,10 +124,21 @@ def base_url(text: str) -> str:
         parts.scheme.lower() not in ("http", "https")
         or not parts.hostname
         or not port_ok
+        or parts.query
+        or parts.fragment
+        or "?" in text
+        or "#" in text
         or any(c.isspace() or not c.isprintable() for c in text)
     ):
-        raise QueryError(f"--clickhouse must be a URL such as http://localhost:8123, not {text!r}")
-    return text.rstrip("/")
+        raise QueryError(
+            "--clickhouse must be a URL such as http://localhost:8123 (no query or fragment), "
+            f"not {shown_url(text)!r}"
+        )
+    host = parts.netloc.rpartition("@")[2]
+    url = urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")).rstrip("/")
+    user = None if parts.username is None else urllib.parse.unquote(parts.username)
+    password = None if parts.password is None else urllib.parse.unquote(parts.password)
+    return Server(url, user, password)
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
@@ -118,14 +158,12 @@ def table_name(text: str) -> str:
 
 
 def header_value(option: str, text: str) -> str:
-    """A user or password, which travels in an HTTP header."""
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        raise QueryError(f"{option} must be Latin-1 text (it is sent as an HTTP header)") from None
+    """A user or password, which travels in an HTTP header as its UTF-8
+    bytes, as the handler sends it."""
     if any(not c.isprintable() for c in text):
         raise QueryError(f"{option} must not contain control characters")
-    return text
+    # http.client writes a header's text as Latin-1: these are the UTF-8 bytes.
+    return text.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
@@ -145,7 +183,11 @@ def parse_time(text: str, now_ns: int) -> int:
     text = text.strip()
     if match := _DURATION.fullmatch(text):
         amount, unit = match.groups()
-        return now_ns - round(float(amount) * _UNIT_SECONDS[unit] * 1e9)
+        try:
+            before = round(float(amount) * _UNIT_SECONDS[unit] * 1e9)
+        except OverflowError:
+            raise ValueError("out of range (years 1 to 9999, in UTC)") from None
+        return in_range(now_ns - before)
     match = _ISO.fullmatch(text)
     if match is None:
         raise ValueError("expected a time such as 2026-11-24T10:00:00 or a duration such as 10m")
@@ -168,7 +210,16 @@ def parse_time(text: str, now_ns: int) -> int:
     except ValueError as e:
         raise ValueError(f"not a valid time: {e}") from None
     seconds = (at - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(seconds=1)
-    return seconds * 1_000_000_000 + int((fraction or "0").ljust(9, "0"))
+    return in_range(seconds * 1_000_000_000 + int((fraction or "0").ljust(9, "0")))
+
+
+def in_range(nanos: int) -> int:
+    """``nanos`` if it is a time ``utc_text`` can write (years 1 to 9999, UTC)."""
+    try:
+        utc_text(nanos)
+    except (OverflowError, ValueError):
+        raise ValueError("out of range (years 1 to 9999, in UTC)") from None
+    return nanos
 
 
 def utc_text(nanos: int) -> str:
@@ -269,10 +320,15 @@ def normalise(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class ClickHouse:
-    """ClickHouse's HTTP interface at ``url``: SQL in, the answer's lines out."""
+    """ClickHouse's HTTP interface at ``url``: SQL in, the answer's lines out,
+    everything within ``deadline`` seconds of this object's making."""
 
-    def __init__(self, url: str, user: str | None, password: str | None) -> None:
+    def __init__(
+        self, url: str, user: str | None, password: str | None, deadline: float = DEADLINE
+    ) -> None:
         self.url = url
+        self.deadline = deadline
+        self._ends = time.monotonic() + deadline
         self.headers = {"Content-Type": "text/plain; charset=utf-8"}
         if user:
             self.headers["X-ClickHouse-User"] = user
@@ -281,40 +337,72 @@ class ClickHouse:
 
     def lines(self, sql: str) -> Generator[str, None, None]:
         """The answer to ``sql``, a line at a time; closing the iterator closes
-        the connection (and so cancels the query on the server)."""
-        request = urllib.request.Request(
-            self.url + "/", data=sql.encode(), method="POST", headers=self.headers
-        )
+        the connection (and so cancels the query on the server). A line longer
+        than ``MAX_LINE`` bytes is refused rather than held."""
+        parts = urllib.parse.urlsplit(self.url)
+        https = parts.scheme.lower() == "https"
+        left = self._ends - time.monotonic()
+        if left <= 0:
+            raise self._late()
+        kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
+        conn = kind(parts.hostname or "", parts.port, timeout=min(TIMEOUT, left))
+        # A server sending a byte now and then never trips the per-read
+        # timeout: at the deadline the socket is shut, whatever it is doing.
+        expired = threading.Event()
+        watchdog = threading.Timer(left, _shut, (conn, expired))
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            response = _OPENER.open(request, timeout=TIMEOUT)
-        except urllib.error.HTTPError as e:
-            with e:
-                body = e.read(64 * 1024).decode("utf-8", "replace")
-            raise self._refused(
-                e.code, e.headers.get("X-ClickHouse-Exception-Code"), body
-            ) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            raise self._unreachable(e) from None
-        with response:
             try:
-                for raw in response:
-                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                    if line.startswith("Code: "):
-                        # An error after the answer began: old servers append it.
-                        raise self._refused(200, None, line)
-                    if line:
-                        yield line
+                conn.request("POST", parts.path + "/", body=sql.encode(), headers=self.headers)
+                response = conn.getresponse()
+                if response.status >= 300:
+                    body = response.read(64 * 1024).decode("utf-8", "replace")
+                    raise self._refused(
+                        response.status, response.getheader("X-ClickHouse-Exception-Code"), body
+                    )
+                yield from self._split(response)
             except (OSError, http.client.HTTPException) as e:
-                raise self._unreachable(e) from None
+                raise (self._late() if expired.is_set() else self._unreachable(e)) from None
+            if expired.is_set():
+                raise self._late()
+        finally:
+            watchdog.cancel()
+            conn.close()
+
+    def _split(self, response: http.client.HTTPResponse) -> Generator[str, None, None]:
+        pending = bytearray()
+        while chunk := response.read1(_CHUNK):
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                raw = bytes(pending) + chunk[start:end] if pending else chunk[start:end]
+                pending.clear()
+                start = end + 1
+                line = raw.decode("utf-8", "replace").rstrip("\r")
+                if line.startswith("Code: "):
+                    # An error after the answer began: old servers append it.
+                    raise self._refused(200, None, line)
+                if line:
+                    yield line
+            pending += chunk[start:]
+            if len(pending) > MAX_LINE:
+                raise QueryError(
+                    f"{self.url} answered a line longer than {MAX_LINE >> 20} MiB: "
+                    "not ClickHouse rows"
+                )
+        if pending.strip():
+            yield pending.decode("utf-8", "replace")
+
+    def _late(self) -> QueryError:
+        return QueryError(f"ClickHouse at {self.url} did not answer within {self.deadline:g} s")
 
     def _unreachable(self, e: BaseException) -> QueryError:
-        reason = e.reason if isinstance(e, urllib.error.URLError) else e
-        if isinstance(reason, (TimeoutError, socket.timeout)):
+        if isinstance(e, (TimeoutError, socket.timeout)):
             return QueryError(f"ClickHouse at {self.url} did not answer within {TIMEOUT:g} s")
-        if isinstance(reason, OSError) and reason.strerror:
-            why = reason.strerror
+        if isinstance(e, OSError) and e.strerror:
+            why = e.strerror
         else:
-            why = str(reason) or type(reason).__name__
+            why = str(e) or type(e).__name__
         return QueryError(f"cannot reach ClickHouse at {self.url}: {why}")
 
     def _refused(self, status: int, code_header: str | None, body: str) -> QueryError:
@@ -328,6 +416,17 @@ class ClickHouse:
         if code is not None:
             return QueryError(f"ClickHouse: {first}")
         return QueryError(f"HTTP {status} from {self.url}" + (f": {first}" if first else ""))
+
+
+def _shut(conn: http.client.HTTPConnection, expired: threading.Event) -> None:
+    """Ends whatever ``conn`` is waiting for (the deadline passed)."""
+    expired.set()
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _code(header: str | None, first_line: str) -> int | None:
@@ -467,14 +566,21 @@ def run(args: argparse.Namespace) -> int:
                 times[option] = None if text is None else parse_time(text, now_ns)
             except ValueError as e:
                 raise QueryError(f"--{option} {text!r}: {e}") from None
-        user = args.user if args.user is not None else os.environ.get("TIMBER_CLICKHOUSE_USER")
-        password = args.password
-        if password is None:
-            password = os.environ.get("TIMBER_CLICKHOUSE_PASSWORD")
+        given = base_url(args.clickhouse)
+        # The flags, then the URL's userinfo, then the handler's variables.
+        user = next(
+            (u for u in (args.user, given.user) if u is not None),
+            os.environ.get("TIMBER_CLICKHOUSE_USER"),
+        )
+        password = next(
+            (p for p in (args.password, given.password) if p is not None),
+            os.environ.get("TIMBER_CLICKHOUSE_PASSWORD"),
+        )
         server = ClickHouse(
-            base_url(args.clickhouse),
+            given.url,
             None if user is None else header_value("--user", user),
             None if password is None else header_value("--password", password),
+            deadline=args.timeout,
         )
         table = table_name(args.table)
         filters = Filters(

@@ -273,7 +273,7 @@ pub(super) fn classify(a: &Answer, table: &str, now: SystemTime) -> Verdict {
     let first_line = || {
         let t = text(a);
         let line = t.lines().next().unwrap_or("").trim();
-        line.chars().take(300).collect::<String>()
+        crate::shown::printable(line, 300)
     };
     match code(a) {
         Some(c) if TRANSIENT.contains(&c) => Verdict::Retry(wait()),
