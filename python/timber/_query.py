@@ -361,7 +361,7 @@ class ClickHouse:
                     raise self._refused(
                         response.status, response.getheader("X-ClickHouse-Exception-Code"), body
                     )
-                yield from self._split(response)
+                yield from self._split(response, expired)
             except (OSError, http.client.HTTPException) as e:
                 raise (self._late() if expired.is_set() else self._unreachable(e)) from None
             if expired.is_set():
@@ -370,7 +370,9 @@ class ClickHouse:
             watchdog.cancel()
             conn.close()
 
-    def _split(self, response: http.client.HTTPResponse) -> Generator[str, None, None]:
+    def _split(
+        self, response: http.client.HTTPResponse, expired: threading.Event
+    ) -> Generator[str, None, None]:
         pending = bytearray()
         while chunk := response.read1(_CHUNK):
             start = 0
@@ -390,6 +392,9 @@ class ClickHouse:
                     f"{self.url} answered a line longer than {MAX_LINE >> 20} MiB: "
                     "not ClickHouse rows"
                 )
+        if expired.is_set():
+            # The socket was shut at the deadline: what came is not all.
+            raise self._late()
         if pending.strip():
             yield pending.decode("utf-8", "replace")
 
