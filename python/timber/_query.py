@@ -93,12 +93,14 @@ def shown_url(text: str) -> str:
     length, as the handler shows a URL."""
     scheme, sep, rest = text.partition("://")
     if not sep:
-        return text
+        scheme, rest = "", text
+    else:
+        scheme += sep
     end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
     userinfo, at, host = rest[:end].rpartition("@")
     if not at:
         return text
-    return f"{scheme}://[userinfo of {len(userinfo)} characters, not shown]@{host}{rest[end:]}"
+    return f"{scheme}[userinfo of {len(userinfo)} characters, not shown]@{host}{rest[end:]}"
 
 
 @dataclass(frozen=True)

@@ -915,6 +915,51 @@ mod tests {
     }
 
     #[test]
+    fn no_refusal_quotes_a_secret() {
+        const MARK: &str = "Mk-hunter2";
+        for (name, raw) in [
+            ("api_key", Raw::Str(format!("{MARK}\n"))),
+            ("api_key", Raw::Str(format!("{MARK} é"))),
+            ("api_key", Raw::Int(1234)),
+            ("username", Raw::Str(format!("{MARK}\r"))),
+            ("password", Raw::Str(format!("{MARK}\0"))),
+            ("host", Raw::Str(format!("http://u:{MARK}@h:99999"))),
+            ("host", Raw::Str(format!("http://u:{MARK}@h/?q"))),
+        ] {
+            let e = err(&[(name, raw)]);
+            assert!(e.starts_with(name) && !e.contains(MARK), "{e}");
+        }
+        for (var, value) in [
+            ("TIMBER_API_KEY", format!("{MARK}\n")),
+            ("TIMBER_CLICKHOUSE_USER", format!("{MARK}\n")),
+            ("TIMBER_CLICKHOUSE_PASSWORD", format!("{MARK}\n")),
+            ("TIMBER_HOST", format!("http://u:{MARK}@h#f")),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                format!("Authorization=Bearer {MARK},a b=1"),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://u:{MARK}@h:0"),
+            ),
+            ("HTTP_PROXY", format!("http://u:{MARK}@[bad")),
+            ("HTTP_PROXY", format!("u:{MARK}@proxy")),
+        ] {
+            let env = |k: &str| (k == var).then(|| value.clone());
+            let given = [
+                ("destination", Raw::Str("otlp".into())),
+                ("source_id", Raw::Str("s".into())),
+            ];
+            let e = Settings::resolve(given, env).unwrap_err().0;
+            assert!(
+                e.contains(var.trim_start_matches("TIMBER_")) || e.contains("proxy"),
+                "{e}"
+            );
+            assert!(!e.contains(MARK), "{e}");
+        }
+    }
+
+    #[test]
     fn proxy_from_the_environment_is_checked() {
         let env = |k: &str| (k == "https_proxy").then(|| "http://[bad".to_owned());
         let given = [

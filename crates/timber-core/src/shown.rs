@@ -42,15 +42,18 @@ pub fn secret_text(s: &str) -> String {
 }
 
 /// A URL with its `user:password@`, if any, replaced by its length.
+/// Without a scheme, the text is read as `user:password@host...`, as a
+/// proxy setting may be written.
 pub fn url(s: &str) -> String {
-    let Some((scheme, rest)) = s.split_once("://") else {
-        return s.to_owned();
+    let (scheme, rest) = match s.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), s),
     };
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(end);
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => format!(
-            "{scheme}://[userinfo of {} characters, not shown]@{host}{path}",
+            "{scheme}[userinfo of {} characters, not shown]@{host}{path}",
             userinfo.chars().count()
         ),
         None => s.to_owned(),
@@ -115,6 +118,10 @@ mod tests {
         );
         assert_eq!(url("http://h:1/a@b"), "http://h:1/a@b");
         assert_eq!(url("garbage"), "garbage");
+        assert_eq!(
+            url("u:pw@proxy:1"),
+            "[userinfo of 4 characters, not shown]@proxy:1"
+        );
     }
 
     #[test]
