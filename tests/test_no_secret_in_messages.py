@@ -126,8 +126,14 @@ def test_the_handler_writes_no_secret(clickhouse: ClickHouse) -> None:
         {"TIMBER_DESTINATION": "clickhouse", "TIMBER_CLICKHOUSE_USER": MARK + "\n"},
         {"TIMBER_DESTINATION": "clickhouse", "TIMBER_CLICKHOUSE_PASSWORD": MARK},
         {"TIMBER_DESTINATION": "clickhouse", "TIMBER_CLICKHOUSE_PASSWORD": MARK + "\x7f\n"},
-        {"TIMBER_DESTINATION": "otlp", "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer {MARK}"},
-        {"TIMBER_DESTINATION": "otlp", "OTEL_EXPORTER_OTLP_HEADERS": f"x=1,Authorization={MARK}%0A"},
+        {
+            "TIMBER_DESTINATION": "otlp",
+            "OTEL_EXPORTER_OTLP_HEADERS": f"authorization=Bearer {MARK}",
+        },
+        {
+            "TIMBER_DESTINATION": "otlp",
+            "OTEL_EXPORTER_OTLP_HEADERS": f"x=1,Authorization={MARK}%0A",
+        },
         {"TIMBER_DESTINATION": "otlp", "OTEL_EXPORTER_OTLP_HEADERS": f"bad name={MARK}"},
         {"TIMBER_DESTINATION": "otlp", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://u:{MARK}@h:0"},
         {"TIMBER_DESTINATION": "otlp", "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT": f"http://u:{MARK}@h?"},

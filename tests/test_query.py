@@ -406,7 +406,12 @@ def test_userinfo_in_the_url_is_the_credentials_and_never_shown(clickhouse: Clic
 
 def test_a_time_out_of_range_is_one_line(clickhouse: ClickHouse) -> None:
     credentials = ("--user", USER, "--password", PASSWORD)
-    for text in ("99999999999d", "9" * 400 + "w", "9999-12-31T23:59:59-23:59", "0001-01-01T01:00+02:00"):
+    for text in (
+        "99999999999d",
+        "9" * 400 + "w",
+        "9999-12-31T23:59:59-23:59",
+        "0001-01-01T01:00+02:00",
+    ):
         said = refused(clickhouse, *credentials, "--since", text)
         assert said.startswith(f"timber query: --since {text!r}: out of range"), said
 
@@ -506,8 +511,7 @@ def test_a_password_is_sent_as_utf8_as_the_handler_sends_it() -> None:
     assert len(sent) >= 2, server.heads
     for head in sent:
         headers = {
-            k.lower(): v
-            for k, _, v in (line.partition(b": ") for line in head.split(b"\r\n"))
+            k.lower(): v for k, _, v in (line.partition(b": ") for line in head.split(b"\r\n"))
         }
         assert headers[b"x-clickhouse-key"] == "pässwörd".encode(), head
         assert headers[b"x-clickhouse-user"] == "üser".encode(), head

@@ -81,6 +81,7 @@ _AUTH = frozenset({192, 193, 194, 497, 516})
 #: A column added to the rows of a ``DateTime64`` table, read and removed here.
 _NANOS = "timber_query_ns"
 
+
 class QueryError(Exception):
     """A mistake in the arguments or a refusal by the server: one line for the user."""
 
