@@ -173,12 +173,14 @@ def test_the_formatters_redaction_survives_a_json_encoder() -> None:
         timber.TimberFormatter(redact="password, token", json_encoder=json.JSONEncoder),
         timber.TimberFormatter(redact="password,token"),
     ):
-        line = formatter.format(record)
-        for secret in ("hunter2", "abc123", "from-encoder"):
+        with timber.context(session={"token": "ctx-secret", "items": [{"password": "ctx2"}]}):
+            line = formatter.format(record)
+        for secret in ("hunter2", "abc123", "from-encoder", "ctx-secret", "ctx2"):
             assert secret not in line, line
         frame = json.loads(line)
         assert frame["password"] == "[REDACTED]"
         assert frame["nested"]["list"][0]["token"] == "[REDACTED]"
+        assert frame["context"]["session"]["token"] == "[REDACTED]"
 
 
 def test_the_formatter_reads_timber_redact() -> None:
