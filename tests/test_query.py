@@ -515,3 +515,18 @@ def test_a_password_is_sent_as_utf8_as_the_handler_sends_it() -> None:
         }
         assert headers[b"x-clickhouse-key"] == "pässwörd".encode(), head
         assert headers[b"x-clickhouse-user"] == "üser".encode(), head
+
+
+def test_a_servers_text_reaches_stderr_escaped() -> None:
+    body = b"\x1b]0;owned\x07Code: 60. DB::Exception: \x1b[2Jgone\x9b31m"
+    for head, text in [
+        (b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n" % len(body), body),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (len(body) + 2), b"{]" + body),
+    ]:
+        server = Scripted(head + text)
+        try:
+            said = refused(None, "--clickhouse", server.url)
+        finally:
+            server.close()
+        assert "\x1b" not in said and "\x07" not in said and "\x9b" not in said, repr(said)
+        assert "\\x1b[2Jgone" in said, repr(said)

@@ -45,7 +45,7 @@ from timber._query_args import (
     table_name,
     utc_text,
 )
-from timber._tail import _ESCAPE_JSON, format_line, reader_gone
+from timber._tail import _ESCAPE_JSON, escape, format_line, reader_gone
 
 #: Seconds to wait for the server to connect or to send more of its answer.
 TIMEOUT = 30.0
@@ -265,7 +265,9 @@ class ClickHouse:
         return QueryError(f"cannot reach ClickHouse at {self.url}: {why}")
 
     def _refused(self, status: int, code_header: str | None, body: str) -> QueryError:
-        first = next((line.strip() for line in body.splitlines() if line.strip()), "")[:500]
+        first = next((line.strip() for line in body.splitlines() if line.strip()), "")
+        # The server's words, made safe for a terminal.
+        first = escape(first[:500])
         code = _code(code_header, first)
         if code in _AUTH:
             return QueryError(
@@ -305,7 +307,7 @@ def _object(server: ClickHouse, line: str) -> dict[str, Any]:
         value = None
     if not isinstance(value, dict):
         raise QueryError(
-            f"{server.url} answered something other than ClickHouse rows: {line[:200]}"
+            f"{server.url} answered something other than ClickHouse rows: {escape(line[:200])}"
         )
     return value
 
