@@ -217,7 +217,8 @@ class ClickHouse:
                     )
                 yield from self._split(response, expired)
             except (OSError, http.client.HTTPException) as e:
-                raise (self._late() if expired.is_set() else self._unreachable(e)) from None
+                late = expired.is_set() or time.monotonic() >= self._ends
+                raise (self._late() if late else self._unreachable(e)) from None
             if expired.is_set():
                 raise self._late()
         finally:
