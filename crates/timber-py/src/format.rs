@@ -1,6 +1,7 @@
 //! The formatter's side: records as JSON frames, for `TimberFormatter`; and,
 //! for a formatter given a `json_encoder`, the frame as Python objects with
-//! the extras as they were logged, for that encoder to write.
+//! the extras as they were logged, for that encoder to write, and the
+//! encoder's text redacted afterwards.
 
 use crate::context::{PyGlobal, Source};
 use crate::convert::{text_of, Walker};
