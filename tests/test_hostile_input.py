@@ -199,6 +199,6 @@ def test_the_formatter_reads_timber_redact() -> None:
     assert json.loads(proc.stdout)["token"] == "[REDACTED]"
 
 
-def test_refused_environment_redact_names_the_variable() -> None:
+def test_the_formatters_redact_is_checked_as_the_handlers() -> None:
     said = refusal("timber.TimberFormatter(redact=[1])")
     assert said.startswith("redact must be a list of key names"), said
