@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -386,3 +388,148 @@ def test_the_current_layout_is_queried_as_datetime64_and_map() -> None:
     }
     with pytest.raises(_query.QueryError, match="no Timestamp column"):
         _query.build_sql("t", {"Body": "String"}, _query.Filters())
+
+
+# --- hostile input: userinfo, times out of range, slow and huge answers ------------------
+
+
+def test_userinfo_in_the_url_is_the_credentials_and_never_shown(clickhouse: ClickHouse) -> None:
+    host = clickhouse.url.removeprefix("http://")
+    run = run_query(None, "--clickhouse", f"http://{USER}:{PASSWORD}@{host}", "--limit", "1")
+    assert (run.returncode, run.stderr) == (0, "")
+    assert run.stdout.endswith("fresh record\n")
+    wrong = refused(None, "--clickhouse", f"http://{USER}:Mark-hunter2@{host}")
+    assert "ClickHouse refused the credentials" in wrong and "Mark-hunter2" not in wrong
+    bad = refused(None, "--clickhouse", f"http://{USER}:Mark-hunter2@{host}/?x=1")
+    assert "--clickhouse must be a URL" in bad and "Mark-hunter2" not in bad
+
+
+def test_a_time_out_of_range_is_one_line(clickhouse: ClickHouse) -> None:
+    credentials = ("--user", USER, "--password", PASSWORD)
+    for text in (
+        "99999999999d",
+        "9" * 400 + "w",
+        "9999-12-31T23:59:59-23:59",
+        "0001-01-01T01:00+02:00",
+    ):
+        said = refused(clickhouse, *credentials, "--since", text)
+        assert said.startswith(f"timber query: --since {text!r}: out of range"), said
+
+
+class Scripted:
+    """A loopback server answering every connection with `head`, then
+    `block` `repeat` times, then `trickle` bytes one at a time, a tenth of a
+    second apart; it keeps the head of each request."""
+
+    def __init__(self, head: bytes, block: bytes = b"", repeat: int = 0, trickle: int = 0) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.stop = threading.Event()
+        self.heads: list[bytes] = []
+
+        def answer(conn: socket.socket) -> None:
+            with conn:
+                self.heads.append(conn.recv(65536))
+                try:
+                    conn.sendall(head)
+                    for _ in range(repeat):
+                        conn.sendall(block)
+                    for _ in range(trickle):
+                        if self.stop.wait(0.1):
+                            break
+                        conn.sendall(b"x")
+                except OSError:
+                    pass
+
+        def serve() -> None:
+            # A timeout, so that the loop sees `stop` (closing the listener
+            # does not end a blocked accept).
+            self.listener.settimeout(0.2)
+            while not self.stop.is_set():
+                try:
+                    conn, _ = self.listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                conn.settimeout(None)
+                threading.Thread(target=answer, args=(conn,), daemon=True).start()
+
+        self.thread = threading.Thread(target=serve, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        self.listener.close()
+
+
+def test_a_trickling_server_is_cut_at_the_total_deadline() -> None:
+    server = Scripted(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n", trickle=100000)
+    try:
+        said = refused(None, "--clickhouse", server.url, "--timeout", "2")
+    finally:
+        server.close()
+    assert said == f"timber query: ClickHouse at {server.url} did not answer within 2 s"
+
+
+def test_a_huge_answer_line_is_refused_in_bounded_memory() -> None:
+    blocks = 256
+    head = f"HTTP/1.1 200 OK\r\nContent-Length: {blocks << 20}\r\n\r\n".encode()
+    server = Scripted(head, b"x" * (1 << 20), repeat=blocks)
+    # The peak of this process's own memory (VmHWM: ru_maxrss would count
+    # the forked copy of the test runner too).
+    code = (
+        "import sys\nfrom timber.cli import main\n"
+        f"rc = main(['query', '--clickhouse', {server.url!r}])\n"
+        "status = open('/proc/self/status').read().split('VmHWM:')[1]\n"
+        "print(int(status.split()[0]) >> 10)\nsys.exit(rc)\n"
+    )
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        )
+    finally:
+        server.close()
+    assert run.returncode == 1, run.stderr
+    assert run.stderr.count("\n") == 1 and "longer than 32 MiB" in run.stderr, run.stderr
+    # The line is 256 MiB: held whole, the process would pass that.
+    peak_mib = int(run.stdout)
+    assert peak_mib < 160, peak_mib
+
+
+def test_a_password_is_sent_as_utf8_as_the_handler_sends_it() -> None:
+    server = Scripted(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
+    try:
+        refused(None, "--clickhouse", server.url, "--user", "üser", "--password", "pässwörd")
+        h = timber.TimberHandler(
+            destination="clickhouse", host=server.url, username="üser", password="pässwörd"
+        )
+        h.handle(logging.makeLogRecord({"msg": "m"}))
+        h.flush()
+        h.close()
+    finally:
+        server.close()
+    sent = [head for head in server.heads if b"x-clickhouse-key" in head.lower()]
+    assert len(sent) >= 2, server.heads
+    for head in sent:
+        headers = {
+            k.lower(): v for k, _, v in (line.partition(b": ") for line in head.split(b"\r\n"))
+        }
+        assert headers[b"x-clickhouse-key"] == "pässwörd".encode(), head
+        assert headers[b"x-clickhouse-user"] == "üser".encode(), head
+
+
+def test_a_servers_text_reaches_stderr_escaped() -> None:
+    body = b"\x1b]0;owned\x07Code: 60. DB::Exception: \x1b[2Jgone\x9b31m"
+    for head, text in [
+        (b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: %d\r\n\r\n" % len(body), body),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (len(body) + 2), b"{]" + body),
+    ]:
+        server = Scripted(head + text)
+        try:
+            said = refused(None, "--clickhouse", server.url)
+        finally:
+            server.close()
+        assert "\x1b" not in said and "\x07" not in said and "\x9b" not in said, repr(said)
+        assert "\\x1b[2Jgone" in said, repr(said)

@@ -14,7 +14,12 @@ from timber.context import TimberContext
 context = TimberContext()
 
 from timber.formatter import Formatter, TimberFormatter  # noqa: E402
-from timber.handler import DeliveryError, TimberHandler, TimberQueueHandler  # noqa: E402
+from timber.handler import (  # noqa: E402
+    DeliveryError,
+    TimberHandler,
+    TimberQueueHandler,
+    UnknownOptionError,
+)
 
 __all__ = [
     "DeliveryError",
@@ -23,6 +28,7 @@ __all__ = [
     "TimberFormatter",
     "TimberHandler",
     "TimberQueueHandler",
+    "UnknownOptionError",
     "__version__",
     "context",
 ]

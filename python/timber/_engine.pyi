@@ -13,6 +13,7 @@ __all__ = [
     "__version__",
     "collect_main",
     "declared",
+    "unknown_option",
 ]
 __version__: str
 
@@ -60,12 +61,13 @@ class JsonFormat:
         cls,
         context_var: ContextVar[Snapshot | None],
         global_context: GlobalContext,
-        include_extra_attributes: bool = True,
+        options: dict[str, Any],
         json_default: Callable[[Any], Any] | None = None,
-        redact: list[str] = ...,
     ) -> JsonFormat: ...
     def __call__(self, record: logging.LogRecord) -> str: ...
     def frame(self, record: logging.LogRecord) -> Any: ...
+    def redacted(self, text: str) -> str: ...
 
 def declared() -> list[tuple[str, Any, list[str], str]]: ...
+def unknown_option(name: str) -> str | None: ...
 def collect_main(argv: list[str]) -> int: ...

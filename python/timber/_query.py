@@ -29,19 +29,36 @@ import os
 import re
 import socket
 import sys
+import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Generator
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 
-from timber._tail import _ESCAPE_JSON, format_line, reader_gone
+from timber._query_args import (
+    QueryError,
+    base_url,
+    header_value,
+    literal,
+    parse_time,
+    table_name,
+    utc_text,
+)
+from timber._tail import _ESCAPE_JSON, escape, format_line, reader_gone
 
 #: Seconds to wait for the server to connect or to send more of its answer.
 TIMEOUT = 30.0
+
+#: Default ``--timeout``: seconds the whole command may wait for the server.
+DEADLINE = 120.0
+
+#: The longest answer line held (one row as JSON; the handler's rows are far
+#: smaller): anything longer is refused rather than read into memory.
+MAX_LINE = 32 << 20
+
+#: Bytes read from the answer at a time.
+_CHUNK = 64 << 10
 
 #: Lowest OpenTelemetry ``SeverityNumber`` of each ``--level`` name (the
 #: names of ``timber tail``); ``notice`` is OpenTelemetry's INFO2.
@@ -71,118 +88,6 @@ _AUTH = frozenset({192, 193, 194, 497, 516})
 
 #: A column added to the rows of a ``DateTime64`` table, read and removed here.
 _NANOS = "timber_query_ns"
-
-# Loopback and internal servers alike: never through a proxy from the environment.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-class QueryError(Exception):
-    """A mistake in the arguments or a refusal by the server: one line for the user."""
-
-
-# --- arguments -------------------------------------------------------------
-
-
-def base_url(text: str) -> str:
-    """``--clickhouse``: an ``http(s)://`` URL, without a trailing ``/``."""
-    text = text.strip()
-    try:
-        parts = urllib.parse.urlsplit(text)
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:
-        port_ok = False
-    if (
-        parts.scheme.lower() not in ("http", "https")
-        or not parts.hostname
-        or not port_ok
-        or any(c.isspace() or not c.isprintable() for c in text)
-    ):
-        raise QueryError(f"--clickhouse must be a URL such as http://localhost:8123, not {text!r}")
-    return text.rstrip("/")
-
-
-_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
-
-
-def table_name(text: str) -> str:
-    """``--table``: ``table`` or ``database.table`` of letters, digits and ``_``,
-    as the handler accepts its ``table``: so the name goes into SQL as it is."""
-    name = text.strip()
-    parts = name.split(".")
-    if len(parts) > 2 or not all(_IDENTIFIER.fullmatch(p) for p in parts):
-        raise QueryError(
-            f"--table must be a table name or database.table, of letters, digits and _, "
-            f"not {text!r}"
-        )
-    return name
-
-
-def header_value(option: str, text: str) -> str:
-    """A user or password, which travels in an HTTP header."""
-    try:
-        text.encode("latin-1")
-    except UnicodeEncodeError:
-        raise QueryError(f"{option} must be Latin-1 text (it is sent as an HTTP header)") from None
-    if any(not c.isprintable() for c in text):
-        raise QueryError(f"{option} must not contain control characters")
-    return text
-
-
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_ISO = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)"
-    r"(?:[T ](\d\d):(\d\d)(?::(\d\d)(?:[.,](\d{1,9}))?)?)?"
-    r"\s*(Z|[+-]\d\d(?::?\d\d)?)?",
-    re.IGNORECASE,
-)
-
-
-def parse_time(text: str, now_ns: int) -> int:
-    """``--since``/``--until`` as nanoseconds since the epoch: an ISO time
-    (``2026-11-24T10:00:00``, ``2026-11-24 10:00:00.5+01:00``; UTC without a
-    zone) or a duration before ``now_ns`` (``30s``, ``10m``, ``2h``, ``1d``, ``1w``)."""
-    text = text.strip()
-    if match := _DURATION.fullmatch(text):
-        amount, unit = match.groups()
-        return now_ns - round(float(amount) * _UNIT_SECONDS[unit] * 1e9)
-    match = _ISO.fullmatch(text)
-    if match is None:
-        raise ValueError("expected a time such as 2026-11-24T10:00:00 or a duration such as 10m")
-    year, month, day, hour, minute, second, fraction, zone = match.groups()
-    offset = timedelta(0)
-    if zone and zone.upper() != "Z":
-        digits = zone[1:].replace(":", "")
-        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:] or 0))
-        offset = -offset if zone[0] == "-" else offset
-    try:
-        at = datetime(
-            int(year),
-            int(month),
-            int(day),
-            int(hour or 0),
-            int(minute or 0),
-            int(second or 0),
-            tzinfo=timezone(offset),
-        )
-    except ValueError as e:
-        raise ValueError(f"not a valid time: {e}") from None
-    seconds = (at - datetime(1970, 1, 1, tzinfo=timezone.utc)) // timedelta(seconds=1)
-    return seconds * 1_000_000_000 + int((fraction or "0").ljust(9, "0"))
-
-
-def utc_text(nanos: int) -> str:
-    """``YYYY-MM-DD hh:mm:ss.nnnnnnnnn`` in UTC: how the handler writes
-    ``Timestamp``, and ``DateTime64(9)``'s own text form."""
-    seconds, fraction = divmod(nanos, 1_000_000_000)
-    at = datetime(1970, 1, 1) + timedelta(seconds=seconds)
-    return f"{at:%Y-%m-%d %H:%M:%S}.{fraction:09d}"
-
-
-def literal(text: str) -> str:
-    """``text`` as a ClickHouse string literal."""
-    escaped = text.replace("\\", "\\\\").replace("'", "\\'").replace("\0", "\\0")
-    return f"'{escaped}'"
 
 
 # --- the query -------------------------------------------------------------
@@ -269,10 +174,15 @@ def normalise(row: dict[str, Any]) -> dict[str, Any]:
 
 
 class ClickHouse:
-    """ClickHouse's HTTP interface at ``url``: SQL in, the answer's lines out."""
+    """ClickHouse's HTTP interface at ``url``: SQL in, the answer's lines out,
+    everything within ``deadline`` seconds of this object's making."""
 
-    def __init__(self, url: str, user: str | None, password: str | None) -> None:
+    def __init__(
+        self, url: str, user: str | None, password: str | None, deadline: float = DEADLINE
+    ) -> None:
         self.url = url
+        self.deadline = deadline
+        self._ends = time.monotonic() + deadline
         self.headers = {"Content-Type": "text/plain; charset=utf-8"}
         if user:
             self.headers["X-ClickHouse-User"] = user
@@ -281,44 +191,84 @@ class ClickHouse:
 
     def lines(self, sql: str) -> Generator[str, None, None]:
         """The answer to ``sql``, a line at a time; closing the iterator closes
-        the connection (and so cancels the query on the server)."""
-        request = urllib.request.Request(
-            self.url + "/", data=sql.encode(), method="POST", headers=self.headers
-        )
+        the connection (and so cancels the query on the server). A line longer
+        than ``MAX_LINE`` bytes is refused rather than held."""
+        parts = urllib.parse.urlsplit(self.url)
+        https = parts.scheme.lower() == "https"
+        left = self._ends - time.monotonic()
+        if left <= 0:
+            raise self._late()
+        kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
+        conn = kind(parts.hostname or "", parts.port, timeout=min(TIMEOUT, left))
+        # A server sending a byte now and then never trips the per-read
+        # timeout: at the deadline the socket is shut, whatever it is doing.
+        expired = threading.Event()
+        watchdog = threading.Timer(left, _shut, (conn, expired))
+        watchdog.daemon = True
+        watchdog.start()
         try:
-            response = _OPENER.open(request, timeout=TIMEOUT)
-        except urllib.error.HTTPError as e:
-            with e:
-                body = e.read(64 * 1024).decode("utf-8", "replace")
-            raise self._refused(
-                e.code, e.headers.get("X-ClickHouse-Exception-Code"), body
-            ) from None
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            raise self._unreachable(e) from None
-        with response:
             try:
-                for raw in response:
-                    line = raw.decode("utf-8", "replace").rstrip("\r\n")
-                    if line.startswith("Code: "):
-                        # An error after the answer began: old servers append it.
-                        raise self._refused(200, None, line)
-                    if line:
-                        yield line
+                conn.request("POST", parts.path + "/", body=sql.encode(), headers=self.headers)
+                response = conn.getresponse()
+                if response.status >= 300:
+                    body = response.read(64 * 1024).decode("utf-8", "replace")
+                    raise self._refused(
+                        response.status, response.getheader("X-ClickHouse-Exception-Code"), body
+                    )
+                yield from self._split(response, expired)
             except (OSError, http.client.HTTPException) as e:
-                raise self._unreachable(e) from None
+                late = expired.is_set() or time.monotonic() >= self._ends
+                raise (self._late() if late else self._unreachable(e)) from None
+            if expired.is_set():
+                raise self._late()
+        finally:
+            watchdog.cancel()
+            conn.close()
+
+    def _split(
+        self, response: http.client.HTTPResponse, expired: threading.Event
+    ) -> Generator[str, None, None]:
+        pending = bytearray()
+        while chunk := response.read1(_CHUNK):
+            start = 0
+            while (end := chunk.find(b"\n", start)) >= 0:
+                raw = bytes(pending) + chunk[start:end] if pending else chunk[start:end]
+                pending.clear()
+                start = end + 1
+                line = raw.decode("utf-8", "replace").rstrip("\r")
+                if line.startswith("Code: "):
+                    # An error after the answer began: old servers append it.
+                    raise self._refused(200, None, line)
+                if line:
+                    yield line
+            pending += chunk[start:]
+            if len(pending) > MAX_LINE:
+                raise QueryError(
+                    f"{self.url} answered a line longer than {MAX_LINE >> 20} MiB: "
+                    "not ClickHouse rows"
+                )
+        if expired.is_set():
+            # The socket was shut at the deadline: what came is not all.
+            raise self._late()
+        if pending.strip():
+            yield pending.decode("utf-8", "replace")
+
+    def _late(self) -> QueryError:
+        return QueryError(f"ClickHouse at {self.url} did not answer within {self.deadline:g} s")
 
     def _unreachable(self, e: BaseException) -> QueryError:
-        reason = e.reason if isinstance(e, urllib.error.URLError) else e
-        if isinstance(reason, (TimeoutError, socket.timeout)):
+        if isinstance(e, (TimeoutError, socket.timeout)):
             return QueryError(f"ClickHouse at {self.url} did not answer within {TIMEOUT:g} s")
-        if isinstance(reason, OSError) and reason.strerror:
-            why = reason.strerror
+        if isinstance(e, OSError) and e.strerror:
+            why = e.strerror
         else:
-            why = str(reason) or type(reason).__name__
+            why = str(e) or type(e).__name__
         return QueryError(f"cannot reach ClickHouse at {self.url}: {why}")
 
     def _refused(self, status: int, code_header: str | None, body: str) -> QueryError:
-        first = next((line.strip() for line in body.splitlines() if line.strip()), "")[:500]
+        first = next((line.strip() for line in body.splitlines() if line.strip()), "")
+        # The server's words, made safe for a terminal.
+        first = escape(first[:500])
         code = _code(code_header, first)
         if code in _AUTH:
             return QueryError(
@@ -328,6 +278,17 @@ class ClickHouse:
         if code is not None:
             return QueryError(f"ClickHouse: {first}")
         return QueryError(f"HTTP {status} from {self.url}" + (f": {first}" if first else ""))
+
+
+def _shut(conn: http.client.HTTPConnection, expired: threading.Event) -> None:
+    """Ends whatever ``conn`` is waiting for (the deadline passed)."""
+    expired.set()
+    sock = conn.sock
+    if sock is not None:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
 
 def _code(header: str | None, first_line: str) -> int | None:
@@ -347,7 +308,7 @@ def _object(server: ClickHouse, line: str) -> dict[str, Any]:
         value = None
     if not isinstance(value, dict):
         raise QueryError(
-            f"{server.url} answered something other than ClickHouse rows: {line[:200]}"
+            f"{server.url} answered something other than ClickHouse rows: {escape(line[:200])}"
         )
     return value
 
@@ -467,14 +428,21 @@ def run(args: argparse.Namespace) -> int:
                 times[option] = None if text is None else parse_time(text, now_ns)
             except ValueError as e:
                 raise QueryError(f"--{option} {text!r}: {e}") from None
-        user = args.user if args.user is not None else os.environ.get("TIMBER_CLICKHOUSE_USER")
-        password = args.password
-        if password is None:
-            password = os.environ.get("TIMBER_CLICKHOUSE_PASSWORD")
+        given = base_url(args.clickhouse)
+        # The flags, then the URL's userinfo, then the handler's variables.
+        user = next(
+            (u for u in (args.user, given.user) if u is not None),
+            os.environ.get("TIMBER_CLICKHOUSE_USER"),
+        )
+        password = next(
+            (p for p in (args.password, given.password) if p is not None),
+            os.environ.get("TIMBER_CLICKHOUSE_PASSWORD"),
+        )
         server = ClickHouse(
-            base_url(args.clickhouse),
+            given.url,
             None if user is None else header_value("--user", user),
             None if password is None else header_value("--password", password),
+            deadline=args.timeout,
         )
         table = table_name(args.table)
         filters = Filters(

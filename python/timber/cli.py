@@ -46,6 +46,16 @@ def _positive(text: str) -> int:
     return n
 
 
+def _seconds(text: str) -> float:
+    try:
+        n = float(text)
+    except ValueError:
+        n = 0.0
+    if not 0 < n <= 86400:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds up to 86400, not {text!r}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``timber`` command."""
     parser = argparse.ArgumentParser(
@@ -142,6 +152,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--json",
         action="store_true",
         help="print each row as one JSON object, maps as objects, Timestamp in UTC",
+    )
+    query.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=120.0,
+        metavar="SECONDS",
+        help="the longest the whole query may wait for the server (default 120)",
     )
     query.set_defaults(run=_query)
 

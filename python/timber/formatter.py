@@ -21,7 +21,10 @@ class TimberFormatter(logging.Formatter):
     ``json.dumps(default=...)``; ``json_encoder`` (a ``json.JSONEncoder``
     subclass) encodes the frame instead of the built-in encoder. Either takes
     precedence over timber's own conversion, which still applies when they
-    fail. ``redact`` names keys whose values are written as ``[REDACTED]``.
+    fail. ``include_extra_attributes`` and ``redact`` are read as the
+    handler reads them (``redact`` as a list or one text of names separated
+    by commas, ``TIMBER_REDACT`` when not given); redaction applies to what
+    the encoder wrote.
     """
 
     def __init__(
@@ -31,7 +34,7 @@ class TimberFormatter(logging.Formatter):
         json_encoder: type[json.JSONEncoder] | None = None,
         *args: Any,
         include_extra_attributes: bool = True,
-        redact: Iterable[str] = (),
+        redact: Iterable[str] | str | None = None,
         **kwargs: Any,
     ) -> None:
         if any(isinstance(a, str) for a in (context, json_default, json_encoder)):
@@ -46,9 +49,8 @@ class TimberFormatter(logging.Formatter):
         self.json_encoder = json_encoder
         self.include_extra_attributes = include_extra_attributes
         var, global_context = self.context._sources()
-        self._format = _engine.JsonFormat(
-            var, global_context, include_extra_attributes, json_default, list(redact)
-        )
+        options = {"include_extra_attributes": include_extra_attributes, "redact": redact}
+        self._format = _engine.JsonFormat(var, global_context, options, json_default)
 
     def format(self, record: logging.LogRecord) -> str:
         if self.json_encoder is not None:
@@ -65,7 +67,9 @@ class TimberFormatter(logging.Formatter):
     ) -> str:
         # The frame as Python objects, each extra the object that was
         # logged: the encoder sees it as it is.
-        return json.dumps(self._format.frame(record), cls=encoder, default=self.json_default)
+        text = json.dumps(self._format.frame(record), cls=encoder, default=self.json_default)
+        # After the encoder, never before: what it wrote is what is redacted.
+        return self._format.redacted(text)
 
 
 Formatter = TimberFormatter

@@ -33,6 +33,12 @@ class DeliveryError(Exception):
     ``raise_exceptions=True``."""
 
 
+class UnknownOptionError(TypeError, ValueError):
+    """A keyword argument no option has: a ``TypeError``, as Python raises
+    for an unexpected keyword, and a ``ValueError``, as timber raised
+    before, so that callers catching either keep working."""
+
+
 class TimberHandler(logging.Handler):
     """Sends log records to Timber (or any endpoint speaking its frames API).
 
@@ -60,6 +66,10 @@ class TimberHandler(logging.Handler):
         # Everything is checked before logging.Handler.__init__ registers the
         # handler for logging.shutdown: a constructor that raises leaves
         # nothing half-built behind.
+        for name in options:
+            message = _engine.unknown_option(name)
+            if message is not None:
+                raise UnknownOptionError(message)
         self.context = resolve(context)
         self._options: dict[str, Any] = {
             "api_key": api_key,

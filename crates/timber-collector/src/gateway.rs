@@ -106,7 +106,7 @@ impl Forwarder {
 
     /// Where the rows go, for the start-up line (no credentials).
     pub fn display_url(&self) -> String {
-        self.engine.settings().host.clone().unwrap_or_default()
+        timber_core::display_url(self.engine.settings().host.as_deref().unwrap_or_default())
     }
 
     /// Hands the frames of one request (complete JSON lines) from `source`

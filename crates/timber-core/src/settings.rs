@@ -11,6 +11,7 @@ use crate::compress::Compression;
 use crate::destination::Kind;
 use crate::queue::MAX_REQUEST_BYTES;
 use crate::retry::Backoff;
+use crate::shown::shown;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,27 +37,6 @@ pub enum Raw {
     List(Vec<Raw>),
     /// Anything else, by the name of its type.
     Other(String),
-}
-
-impl Raw {
-    fn describe(&self) -> String {
-        match self {
-            Raw::None => "None".to_owned(),
-            Raw::Bool(b) => if *b { "True" } else { "False" }.to_owned(),
-            Raw::Int(i) => i.to_string(),
-            Raw::Float(f) => f.to_string(),
-            Raw::Str(s) | Raw::Env(s) => format!("{s:?}"),
-            Raw::List(items) => format!(
-                "[{}]",
-                items
-                    .iter()
-                    .map(Raw::describe)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            Raw::Other(t) => format!("a {t}"),
-        }
-    }
 }
 
 /// A setting that cannot be used; the message names the option as the user
@@ -122,7 +102,7 @@ declare! {
     /// Where records go: `'timber'`, `'otlp'` or `'betterstack'`.
     destination: Kind = Kind::Timber, env &["TIMBER_DESTINATION"], |r| choice(r, Kind::parse, Kind::ACCEPTED);
     /// The bearer token sent with every request.
-    api_key: Option<String> = None, env &["TIMBER_API_KEY"], |r| header_text(r);
+    api_key: Option<String> = None, env &["TIMBER_API_KEY"], |r| token(r);
     /// The source records are filed under.
     source_id: Option<String> = None, env &["TIMBER_SOURCE_ID"], |r| optional_text(r);
     /// Base URL of the endpoint (each destination has its default).
@@ -162,9 +142,9 @@ declare! {
     /// PEM file of the CAs to trust instead of the system's.
     ca_bundle: Option<PathBuf> = None, env &["REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"], |r| path(r);
     /// First backoff ceiling between attempts, in seconds.
-    backoff_base: Duration = Duration::from_millis(500), env &[], |r| seconds(r, false, HOUR);
+    backoff_base: Duration = Duration::from_millis(500), env &[], |r| at_least(r, false, MIN_BACKOFF, HOUR);
     /// Largest backoff ceiling between attempts, in seconds.
-    backoff_max: Duration = Duration::from_secs(30), env &[], |r| seconds(r, false, HOUR);
+    backoff_max: Duration = Duration::from_secs(30), env &[], |r| at_least(r, false, MIN_BACKOFF, HOUR);
     /// Directory of the durable spool; off when `None`.
     spool_dir: Option<PathBuf> = None, env &[], |r| path(r);
     /// Size cap of this process's spool, in bytes.
@@ -282,50 +262,24 @@ impl Settings {
         given: impl IntoIterator<Item = (&'a str, Raw)>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Result<Resolved, SettingsError> {
-        let mut s = Settings::default();
         let given: Vec<(&str, Raw)> = given.into_iter().collect();
-        for (name, _) in &given {
-            if !DECLARED.iter().any(|d| d.name == *name) {
-                return Err(SettingsError(unknown(name)));
-            }
-        }
-        let explicit = |name: &str| {
-            given.iter().any(|(n, r)| {
-                *n == name && !matches!(r, Raw::None) && *r != Raw::Str(String::new())
-            })
-        };
-        for d in DECLARED {
-            if explicit(d.name) {
-                continue;
-            }
-            let found = d
-                .env
-                .iter()
-                .find_map(|var| env(var).filter(|v| !v.is_empty()).map(|v| (*var, v)));
-            if let Some((var, value)) = found {
-                s.set(d.name, &Raw::Env(value.clone())).map_err(|why| {
-                    SettingsError(format!(
-                        "{} (from the environment variable {var}) {why}, got {value:?}",
-                        d.name
-                    ))
-                })?;
-            }
-        }
-        for (name, raw) in &given {
-            let declared = DECLARED.iter().find(|d| d.name == *name);
-            if !explicit(name) && declared.is_some_and(|d| !d.env.is_empty()) {
-                continue;
-            }
-            s.set(name, raw)
-                .map_err(|why| SettingsError(format!("{name} {why}, got {}", raw.describe())))?;
-        }
+        let mut s = Self::read(&given, &env, |_| true)?;
         s.check()?;
         let given_names: Vec<&str> = given
             .iter()
-            .filter(|(n, _)| explicit(n))
+            .filter(|(n, _)| explicit(&given, n))
             .map(|(n, _)| *n)
             .collect();
         let endpoint = crate::destination::configure(&mut s, &given_names, &env)?;
+        // The CAs matter to TLS only: a bundle named by the environment
+        // (for other programs, perhaps) is not read for an http:// URL.
+        let tls = endpoint
+            .url
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+        if !tls && !given_names.contains(&"ca_bundle") {
+            s.ca_bundle = None;
+        }
         let ca_certs = match &s.ca_bundle {
             None => None,
             Some(path) => Some(Arc::new(read_ca_bundle(path)?)),
@@ -337,6 +291,67 @@ impl Settings {
             proxy,
             endpoint,
         })
+    }
+
+    /// Reads the options `wanted` picks from `given` over the defaults and
+    /// the environment; any other option keeps its default.
+    fn read(
+        given: &[(&str, Raw)],
+        env: &impl Fn(&str) -> Option<String>,
+        wanted: impl Fn(&str) -> bool,
+    ) -> Result<Settings, SettingsError> {
+        let mut s = Settings::default();
+        for (name, _) in given {
+            if let Some(message) = unknown_option(name) {
+                return Err(SettingsError(message));
+            }
+        }
+        for d in DECLARED.iter().filter(|d| wanted(d.name)) {
+            if explicit(given, d.name) {
+                continue;
+            }
+            let found = d
+                .env
+                .iter()
+                .find_map(|var| env(var).filter(|v| !v.is_empty()).map(|v| (*var, v)));
+            if let Some((var, value)) = found {
+                let raw = Raw::Env(value);
+                s.set(d.name, &raw).map_err(|why| {
+                    SettingsError(format!(
+                        "{} (from the environment variable {var}) {why}, got {}",
+                        d.name,
+                        shown(d.name, &raw)
+                    ))
+                })?;
+            }
+        }
+        for (name, raw) in given.iter().filter(|(n, _)| wanted(n)) {
+            let declared = DECLARED.iter().find(|d| d.name == *name);
+            if !explicit(given, name) && declared.is_some_and(|d| !d.env.is_empty()) {
+                continue;
+            }
+            s.set(name, raw)
+                .map_err(|why| SettingsError(format!("{name} {why}, got {}", shown(name, raw))))?;
+        }
+        Ok(s)
+    }
+
+    /// The options a formatter takes (`include_extra_attributes`, `redact`),
+    /// read as a handler reads them: the same checks, text split at commas,
+    /// `TIMBER_REDACT` when `redact` is not given.
+    pub fn formatter<'a>(
+        given: impl IntoIterator<Item = (&'a str, Raw)>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Settings, SettingsError> {
+        const FORMATTER: &[&str] = &["include_extra_attributes", "redact"];
+        let given: Vec<(&str, Raw)> = given.into_iter().collect();
+        if let Some((name, _)) = given.iter().find(|(n, _)| !FORMATTER.contains(n)) {
+            return Err(SettingsError(format!(
+                "unknown option {name:?}; a formatter takes {}",
+                FORMATTER.join(", ")
+            )));
+        }
+        Self::read(&given, &env, |n| FORMATTER.contains(&n))
     }
 
     /// The options read from the environment alone.
@@ -390,6 +405,20 @@ pub enum Need {
     ApiKey,
     /// `source_id`.
     SourceId,
+}
+
+/// Whether `name` was given a value (`None` and `''` mean "not given", so
+/// that the environment fills it).
+fn explicit(given: &[(&str, Raw)], name: &str) -> bool {
+    given
+        .iter()
+        .any(|(n, r)| *n == name && !matches!(r, Raw::None) && *r != Raw::Str(String::new()))
+}
+
+/// The refusal of `name` when it is no declared option (naming the closest
+/// one), `None` when it is one.
+pub fn unknown_option(name: &str) -> Option<String> {
+    (!DECLARED.iter().any(|d| d.name == name)).then(|| unknown(name))
 }
 
 fn unknown(name: &str) -> String {
@@ -460,14 +489,31 @@ fn count<T: TryFrom<u64>>(raw: &Raw, min: u64, max: u64) -> Result<T, String> {
     }
 }
 
-/// Seconds in `(0, max]`, or `[0, max]` when zero is allowed.
+/// The shortest wait that is not zero: below it a timeout rounds to
+/// nothing (a request that always times out).
+pub(crate) const MIN_SECONDS: f64 = 0.001;
+
+/// The shortest backoff: below it a refusing endpoint is retried in a
+/// tight loop.
+const MIN_BACKOFF: f64 = 0.01;
+
+/// Seconds in `(0, max]`, or `[0, max]` when zero is allowed; a wait that
+/// is not zero is at least [`MIN_SECONDS`].
 fn seconds(raw: &Raw, zero: bool, max: f64) -> Result<Duration, String> {
+    at_least(raw, zero, MIN_SECONDS, max)
+}
+
+/// Seconds in `(0, max]`, at least `min`, or 0 when zero is allowed.
+fn at_least(raw: &Raw, zero: bool, min: f64, max: f64) -> Result<Duration, String> {
     let low = if zero { "from 0" } else { "greater than 0 and" };
     let why = || format!("must be a number of seconds {low} up to {max}");
     match number(raw) {
-        Some(v) if v.is_finite() && v <= max && (v > 0.0 || (zero && v == 0.0)) => {
+        Some(v) if v.is_finite() && v <= max && (v >= min || (zero && v == 0.0)) => {
             Ok(Duration::from_secs_f64(v))
         }
+        Some(v) if v.is_finite() && v > 0.0 && v < min => Err(format!(
+            "must be at least {min} seconds (a shorter wait is no wait)"
+        )),
         _ => Err(why()),
     }
 }
@@ -525,6 +571,19 @@ fn optional_text(raw: &Raw) -> Result<Option<String>, String> {
     }
 }
 
+/// A bearer token: visible ASCII only (RFC 6750), as anything else makes
+/// every request fail.
+fn token(raw: &Raw) -> Result<Option<String>, String> {
+    let text = header_text(raw)?;
+    if text
+        .as_deref()
+        .is_some_and(|t| !t.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err("must be visible ASCII characters (no spaces, no accents)".to_owned());
+    }
+    Ok(text)
+}
+
 /// Text that goes into an HTTP header: no control characters (a CR or LF
 /// would make every request fail, or split it).
 fn header_text(raw: &Raw) -> Result<Option<String>, String> {
@@ -572,8 +631,11 @@ fn table_name(raw: &Raw) -> Result<String, String> {
 
 /// An `http(s)://` URL, without a trailing `/`.
 pub(crate) fn base_url(raw: &Raw) -> Result<String, String> {
-    let why =
-        || "must be a URL starting with http:// or https://, with a valid host and port".to_owned();
+    let why = || {
+        "must be a URL starting with http:// or https://, with a valid host and port \
+         and no query or fragment"
+            .to_owned()
+    };
     match raw {
         Raw::Str(s) | Raw::Env(s) => {
             let s = s.trim();
@@ -583,7 +645,12 @@ pub(crate) fn base_url(raw: &Raw) -> Result<String, String> {
                 .or_else(|| lower.strip_prefix("https://"))
                 .ok_or_else(why)?;
             let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-            if !valid_authority(authority) || s.chars().any(|c| c.is_control() || c == ' ') {
+            // A query or a fragment would be cut from every request (the
+            // path is appended), so that batches reach another route.
+            if !valid_authority(authority)
+                || s.chars()
+                    .any(|c| c.is_control() || c == ' ' || c == '?' || c == '#')
+            {
                 return Err(why());
             }
             Ok(s.trim_end_matches('/').to_owned())
@@ -624,6 +691,17 @@ fn path(raw: &Raw) -> Result<Option<PathBuf>, String> {
     }
 }
 
+/// `scheme://[user[:password]@]host[:port][/]` of a scheme a proxy speaks.
+fn proxy_url(p: &str) -> bool {
+    let Some((scheme, rest)) = p.trim().split_once("://") else {
+        return false;
+    };
+    let schemes = ["http", "https", "socks4", "socks4a", "socks5", "socks5h"];
+    schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme))
+        && valid_authority(rest.strip_suffix('/').unwrap_or(rest))
+        && !p.chars().any(|c| c.is_control() || c == ' ')
+}
+
 fn read_ca_bundle(path: &std::path::Path) -> Result<Vec<Certificate<'static>>, SettingsError> {
     let pem = std::fs::read(path)
         .map_err(|e| SettingsError(format!("cannot read ca_bundle {}: {e}", path.display())))?;
@@ -652,9 +730,17 @@ fn proxy(
 ) -> Result<Option<String>, SettingsError> {
     match crate::proxy::proxy_for(host, env) {
         None => Ok(None),
+        Some(p) if !proxy_url(&p) => Err(SettingsError(format!(
+            "invalid proxy setting {:?}: must be a URL such as http://proxy:3128 \
+             (http, https, socks4 or socks5)",
+            crate::shown::url(&p)
+        ))),
         Some(p) => match ureq::Proxy::new(&p) {
             Ok(_) => Ok(Some(p)),
-            Err(e) => Err(SettingsError(format!("invalid proxy setting {p:?}: {e}"))),
+            Err(e) => Err(SettingsError(format!(
+                "invalid proxy setting {:?}: {e}",
+                crate::shown::url(&p)
+            ))),
         },
     }
 }
@@ -826,6 +912,51 @@ mod tests {
             e.starts_with("host (from the environment variable TIMBER_HOST) must be a URL"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn no_refusal_quotes_a_secret() {
+        const MARK: &str = "Mk-hunter2";
+        for (name, raw) in [
+            ("api_key", Raw::Str(format!("{MARK}\n"))),
+            ("api_key", Raw::Str(format!("{MARK} é"))),
+            ("api_key", Raw::Int(1234)),
+            ("username", Raw::Str(format!("{MARK}\r"))),
+            ("password", Raw::Str(format!("{MARK}\0"))),
+            ("host", Raw::Str(format!("http://u:{MARK}@h:99999"))),
+            ("host", Raw::Str(format!("http://u:{MARK}@h/?q"))),
+        ] {
+            let e = err(&[(name, raw)]);
+            assert!(e.starts_with(name) && !e.contains(MARK), "{e}");
+        }
+        for (var, value) in [
+            ("TIMBER_API_KEY", format!("{MARK}\n")),
+            ("TIMBER_CLICKHOUSE_USER", format!("{MARK}\n")),
+            ("TIMBER_CLICKHOUSE_PASSWORD", format!("{MARK}\n")),
+            ("TIMBER_HOST", format!("http://u:{MARK}@h#f")),
+            (
+                "OTEL_EXPORTER_OTLP_HEADERS",
+                format!("Authorization=Bearer {MARK},a b=1"),
+            ),
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("http://u:{MARK}@h:0"),
+            ),
+            ("HTTP_PROXY", format!("http://u:{MARK}@[bad")),
+            ("HTTP_PROXY", format!("u:{MARK}@proxy")),
+        ] {
+            let env = |k: &str| (k == var).then(|| value.clone());
+            let given = [
+                ("destination", Raw::Str("otlp".into())),
+                ("source_id", Raw::Str("s".into())),
+            ];
+            let e = Settings::resolve(given, env).unwrap_err().0;
+            assert!(
+                e.contains(var.trim_start_matches("TIMBER_")) || e.contains("proxy"),
+                "{e}"
+            );
+            assert!(!e.contains(MARK), "{e}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The formatter's side: records as JSON frames, for `TimberFormatter`; and,
 //! for a formatter given a `json_encoder`, the frame as Python objects with
-//! the extras as they were logged, for that encoder to write.
+//! the extras as they were logged, for that encoder to write, and the
+//! encoder's text redacted afterwards.
 
 use crate::context::{PyGlobal, Source};
 use crate::convert::{text_of, Walker};
@@ -76,23 +77,40 @@ fn walk_context<'py>(
 #[pymethods]
 impl PyJsonFormat {
     #[new]
-    #[pyo3(signature = (context_var, global_context, include_extra_attributes = true, json_default = None, redact = Vec::new()))]
+    #[pyo3(signature = (context_var, global_context, options, json_default = None))]
     fn new(
         context_var: &Bound<'_, PyAny>,
         global_context: Py<PyGlobal>,
-        include_extra_attributes: bool,
+        options: &Bound<'_, PyDict>,
         json_default: Option<Py<PyAny>>,
-        redact: Vec<String>,
     ) -> PyResult<Self> {
+        let settings = crate::settings::formatter(options)?;
         Ok(Self {
             context: Source::new(context_var, global_context)?,
             policy: Policy {
-                include_extra_attributes,
-                redact: redact.into_iter().map(String::into_boxed_str).collect(),
+                include_extra_attributes: settings.include_extra_attributes,
+                redact: settings.redact.into(),
                 ..Policy::default()
             },
             json_default,
         })
+    }
+
+    /// The text a `json_encoder` wrote, with the values of the redacted
+    /// keys replaced: read back and written again by the frame writer's
+    /// JSON, so that nothing the encoder produced escapes redaction. The
+    /// text is returned as it is when nothing is redacted.
+    fn redacted(&self, py: Python<'_>, text: &str) -> PyResult<String> {
+        if self.policy.redact.is_empty() {
+            return Ok(text.to_owned());
+        }
+        let loaded = py.import("json")?.call_method1("loads", (text,))?;
+        let mut b = Builder::new();
+        Walker::new(None).value(&mut b, &loaded);
+        let value = b.finish().ok_or_else(|| internal("empty JSON"))?;
+        let mut sink = timber_core::Redacting::new(Json::new(), &self.policy.redact);
+        value.write(&mut sink);
+        String::from_utf8(sink.inner.buf).map_err(|_| internal("frame is not UTF-8"))
     }
 
     /// One record as a line of JSON.

@@ -20,6 +20,7 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<format::PyJsonFormat>()?;
     m.add_function(wrap_pyfunction!(collect::collect_main, m)?)?;
     m.add_function(wrap_pyfunction!(settings::declared, m)?)?;
+    m.add_function(wrap_pyfunction!(settings::unknown_option, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

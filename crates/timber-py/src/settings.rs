@@ -7,7 +7,31 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyString};
 use timber_core::{Raw, Resolved, Settings};
 
+/// A Python value as a [`Raw`]. Accepted: `None`, `bool`, `int`, `float`,
+/// `str`, an `os.PathLike` whose path is a `str`, and a `list`, `tuple`,
+/// `set` or `frozenset` of those scalars (for `redact`). Anything else
+/// (`bytes` included, a nested list, a path given as bytes) is passed on by
+/// the name of its type, for the engine to refuse by type, never by value.
 fn raw(v: &Bound<'_, PyAny>) -> Raw {
+    if is_list(v) {
+        let items = v.try_iter().map(|it| {
+            it.filter_map(Result::ok)
+                .map(|i| if is_list(&i) { other(&i) } else { scalar(&i) })
+                .collect()
+        });
+        return items.map_or_else(|_| other(v), Raw::List);
+    }
+    scalar(v)
+}
+
+fn is_list(v: &Bound<'_, PyAny>) -> bool {
+    v.is_instance_of::<pyo3::types::PyList>()
+        || v.is_instance_of::<pyo3::types::PyTuple>()
+        || v.is_instance_of::<pyo3::types::PySet>()
+        || v.is_instance_of::<pyo3::types::PyFrozenSet>()
+}
+
+fn scalar(v: &Bound<'_, PyAny>) -> Raw {
     if v.is_none() {
         Raw::None
     } else if let Ok(b) = v.cast::<PyBool>() {
@@ -19,41 +43,73 @@ fn raw(v: &Bound<'_, PyAny>) -> Raw {
         Raw::Float(f.value())
     } else if let Ok(s) = v.cast::<PyString>() {
         Raw::Str(s.to_string_lossy().into_owned())
-    } else if v.is_instance_of::<pyo3::types::PyList>()
-        || v.is_instance_of::<pyo3::types::PyTuple>()
-        || v.is_instance_of::<pyo3::types::PySet>()
-        || v.is_instance_of::<pyo3::types::PyFrozenSet>()
-    {
-        let items = v
-            .try_iter()
-            .map(|it| it.filter_map(Result::ok).map(|i| raw(&i)).collect());
-        items.map_or_else(|_| Raw::Other("iterable".into()), Raw::List)
-    } else if let Ok(path) = v
-        .py()
-        .import("os")
-        .and_then(|os| os.call_method1("fspath", (v,)))
-    {
-        // os.PathLike
-        raw(&path)
+    } else if is_path_like(v) {
+        // Once, not recursively: a path may only be text here.
+        match v
+            .py()
+            .import("os")
+            .and_then(|os| os.call_method1("fspath", (v,)))
+        {
+            Ok(p) => match p.cast::<PyString>() {
+                Ok(s) => Raw::Str(s.to_string_lossy().into_owned()),
+                Err(_) => Raw::Other(format!("path given as {}", type_name(&p))),
+            },
+            Err(_) => other(v),
+        }
     } else {
-        let name = v
-            .get_type()
-            .name()
-            .map_or_else(|_| "object".to_owned(), |n| n.to_string());
-        Raw::Other(name)
+        other(v)
     }
+}
+
+fn is_path_like(v: &Bound<'_, PyAny>) -> bool {
+    v.py()
+        .import("os")
+        .and_then(|os| os.getattr("PathLike"))
+        .and_then(|t| v.is_instance(&t))
+        .unwrap_or(false)
+}
+
+fn type_name(v: &Bound<'_, PyAny>) -> String {
+    v.get_type()
+        .name()
+        .map_or_else(|_| "object".to_owned(), |n| n.to_string())
+}
+
+fn other(v: &Bound<'_, PyAny>) -> Raw {
+    Raw::Other(type_name(v))
 }
 
 /// Reads a dict of options (as the user gave them) with the environment.
 pub fn resolve(options: &Bound<'_, PyDict>) -> PyResult<Resolved> {
-    let mut given = Vec::with_capacity(options.len());
-    for (k, v) in options.iter() {
-        given.push((k.extract::<String>()?, raw(&v)));
-    }
+    let given = given(options)?;
     Settings::resolve(given.iter().map(|(k, v)| (k.as_str(), v.clone())), |k| {
         std::env::var(k).ok()
     })
     .map_err(|e| engine_error(e.into()))
+}
+
+/// A formatter's options (as the user gave them) with the environment.
+pub fn formatter(options: &Bound<'_, PyDict>) -> PyResult<Settings> {
+    let given = given(options)?;
+    Settings::formatter(given.iter().map(|(k, v)| (k.as_str(), v.clone())), |k| {
+        std::env::var(k).ok()
+    })
+    .map_err(|e| engine_error(e.into()))
+}
+
+/// The refusal of an option no handler declares (naming the closest one),
+/// or `None`: for Python to raise as its own error type.
+#[pyfunction]
+pub fn unknown_option(name: &str) -> Option<String> {
+    timber_core::unknown_option(name)
+}
+
+fn given(options: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Raw)>> {
+    let mut given = Vec::with_capacity(options.len());
+    for (k, v) in options.iter() {
+        given.push((k.extract::<String>()?, raw(&v)));
+    }
+    Ok(given)
 }
 
 /// A [`Raw`] as the Python value it stands for.

@@ -274,7 +274,7 @@ pub(super) fn classify(a: &Answer, table: &str, now: SystemTime) -> Verdict {
     let first_line = || {
         let t = text(a);
         let line = t.lines().next().unwrap_or("").trim();
-        line.chars().take(300).collect::<String>()
+        crate::shown::printable(line, 300)
     };
     match code(a) {
         Some(c) if TRANSIENT.contains(&c) => Verdict::Retry(wait()),
@@ -283,10 +283,10 @@ pub(super) fn classify(a: &Answer, table: &str, now: SystemTime) -> Verdict {
              pass create_table=True, or name another with table=... ({})",
             first_line()
         )),
+        // The code only: the server's text names the user, a credential.
         Some(c) if AUTH.contains(&c) => Verdict::Reject(format!(
             "ClickHouse refused the credentials: check username and password \
-             (TIMBER_CLICKHOUSE_USER, TIMBER_CLICKHOUSE_PASSWORD) ({})",
-            first_line()
+             (TIMBER_CLICKHOUSE_USER, TIMBER_CLICKHOUSE_PASSWORD) (code {c})"
         )),
         Some(_) => Verdict::Reject(format!("ClickHouse refused the rows: {}", first_line())),
         None => match a.status {

@@ -42,8 +42,15 @@ fn otel(env: &impl Fn(&str) -> Option<String>, what: &str) -> Option<(String, St
     })
 }
 
+/// A refusal of an `OTEL_*` variable; the header list (which holds the
+/// credentials) is described by its length only, a URL without userinfo.
 fn bad(var: &str, why: &str, value: &str) -> SettingsError {
-    SettingsError(format!("{var} (from the environment) {why}, got {value:?}"))
+    let value = if var.ends_with("_HEADERS") {
+        crate::shown::secret_text(value)
+    } else {
+        format!("{:?}", crate::shown::url(value))
+    };
+    SettingsError(format!("{var} (from the environment) {why}, got {value}"))
 }
 
 /// The URL, headers, protocol and resource, from the options and the
@@ -91,10 +98,15 @@ pub(super) fn endpoint(
     if !given.contains(&"timeout") {
         if let Some((var, t)) = otel(env, "TIMEOUT") {
             // Seconds, as the Python SDK reads it.
-            let secs = t.parse::<f64>().ok().filter(|v| *v > 0.0 && *v <= 3600.0);
-            s.timeout = Duration::from_secs_f64(
-                secs.ok_or_else(|| bad(&var, "must be a number of seconds up to 3600", &t))?,
-            );
+            let low = crate::settings::MIN_SECONDS;
+            let secs = t.parse::<f64>().ok().filter(|v| *v >= low && *v <= 3600.0);
+            s.timeout = Duration::from_secs_f64(secs.ok_or_else(|| {
+                bad(
+                    &var,
+                    &format!("must be a number of seconds from {low} up to 3600"),
+                    &t,
+                )
+            })?);
         }
     }
     let content_type = if json {
@@ -105,8 +117,13 @@ pub(super) fn endpoint(
     let mut headers = vec![("Content-Type".to_owned(), content_type.to_owned())];
     if let Some((var, list)) = otel(env, "HEADERS") {
         for (k, v) in pairs(&list) {
-            if k.is_empty() || k.chars().chain(v.chars()).any(char::is_control) {
-                return Err(bad(&var, "must be a list of key=value pairs", &list));
+            if !header_name(&k) || v.chars().any(char::is_control) {
+                return Err(bad(
+                    &var,
+                    "must be a list of key=value pairs, header names of letters, digits \
+                     and !#$%&'*+-.^_`|~ only, values without control characters",
+                    &list,
+                ));
             }
             headers.push((k.to_ascii_lowercase(), v));
         }
@@ -150,6 +167,13 @@ pub(super) fn resource(
     resource.retain(|(k, _)| k != "service.name");
     resource.insert(0, ("service.name".to_owned(), service));
     resource
+}
+
+/// An HTTP header name: an RFC 9110 token.
+fn header_name(k: &str) -> bool {
+    !k.is_empty()
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// `k=v,k2=v2` with percent-encoded values, as the OTEL variables hold.
@@ -463,7 +487,10 @@ pub(super) fn classify(a: &Answer, now: SystemTime) -> Verdict {
         200..=299 => match partial(&a.body) {
             Some((n, why)) if n > 0 => Verdict::Partial {
                 rejected: n,
-                why: format!("the endpoint rejected {n} records: {why}"),
+                why: format!(
+                    "the endpoint rejected {n} records: {}",
+                    crate::shown::printable(&why, super::timber::SNIPPET_CHARS)
+                ),
             },
             _ => Verdict::Delivered,
         },

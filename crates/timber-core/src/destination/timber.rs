@@ -46,14 +46,18 @@ pub(super) fn classify(a: &Answer, now: SystemTime) -> Verdict {
     }
 }
 
-/// The start of an error body, for the report.
+/// Characters of a peer's error text kept in a report.
+pub(super) const SNIPPET_CHARS: usize = 200;
+
+/// The start of an error body, for the report: cut, and escaped so that
+/// a peer cannot write terminal escapes or lines of its own on stderr.
 pub(super) fn snippet(body: &[u8]) -> String {
-    let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+    let text = String::from_utf8_lossy(&body[..body.len().min(4 * SNIPPET_CHARS)]);
     let text = text.trim();
     if text.is_empty() {
         String::new()
     } else {
-        format!(": {text}")
+        format!(": {}", crate::shown::printable(text, SNIPPET_CHARS))
     }
 }
 
