@@ -45,7 +45,9 @@ def round_trip(url: str, query: Any, table: str, records: int, senders: int | No
     h.close()
     rows, bodies = (int(n) for n in query(f"SELECT count(), uniqExact(Body) FROM {table}").split())
     if (stats["sent"], stats["dropped"], rows, bodies) != (records, 0, records, records):
-        return f"sent {stats['sent']}, dropped {stats['dropped']}, stored {rows} ({bodies} distinct)"
+        return (
+            f"sent {stats['sent']}, dropped {stats['dropped']}, stored {rows} ({bodies} distinct)"
+        )
     return ""
 
 

@@ -411,9 +411,7 @@ class ChdbServer:
     def delay_queries(self, queries: int, delay: float) -> None:
         """The next `queries` queries that are not inserts wait `delay` s."""
         with _OPENER.open(
-            urllib.request.Request(
-                f"{self.url}/_fault?queries={queries}&delay={delay}", b""
-            ),
+            urllib.request.Request(f"{self.url}/_fault?queries={queries}&delay={delay}", b""),
             timeout=10,
         ):
             pass

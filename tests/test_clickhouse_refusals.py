@@ -22,7 +22,6 @@ from typing import Any
 import msgpack
 import pytest
 
-import timber
 from chdb_server import PASSWORD, USER, ChdbServer
 from clickhouse_server import free_port
 from clickhouse_server import handler as clickhouse_handler
@@ -72,9 +71,7 @@ def test_a_time_the_table_cannot_hold_sinks_no_insert(
     year_1 = -62135596800.0  # 0001-01-01T00:00:00Z
     year_3000 = 32503680000.0  # 3000-01-01T00:00:00Z
     before_1970 = -DAY
-    logger.addFilter(
-        SetTime({"year 1": year_1, "year 3000": year_3000, "1969": before_1970})
-    )
+    logger.addFilter(SetTime({"year 1": year_1, "year 3000": year_3000, "1969": before_1970}))
     h = clickhouse_handler(chdb.url, "times", create_table=True)
     logger.addHandler(h)
     made = time.time()
@@ -126,7 +123,9 @@ def test_an_insert_spanning_more_than_100_days_is_sent_in_parts(
     assert count(chdb, "spanning") == 150
     assert int(chdb.query("SELECT uniqExact(toDate(TimestampTime)) FROM spanning")) == 150
     refused = [
-        e for e in chdb.log() if e["query"].startswith("INSERT INTO spanning ") and e["status"] != 200
+        e
+        for e in chdb.log()
+        if e["query"].startswith("INSERT INTO spanning ") and e["status"] != 200
     ]
     assert [e["code"] for e in refused] == [252]
     h.close()
@@ -172,8 +171,7 @@ def test_a_spooled_batch_spanning_150_days_does_not_head_the_spool(
     url = f"http://127.0.0.1:{port}"
     gw = start_collector(*gateway_flags(url, "gw_days", "--spool-dir", str(tmp_path / "spool")))
     old = [
-        frame(f"day {d}", f"2026-{1 + d // 28:02d}-{1 + d % 28:02d}T10:00:00Z")
-        for d in range(150)
+        frame(f"day {d}", f"2026-{1 + d // 28:02d}-{1 + d % 28:02d}T10:00:00Z") for d in range(150)
     ]
     assert gw.post("/sources/backfill/frames", msgpack.packb(old))[0] == 202
     ch = ChdbServer(tmp_path / "chdb", port=port)
