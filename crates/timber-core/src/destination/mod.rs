@@ -9,6 +9,7 @@
 
 mod betterstack;
 mod clickhouse;
+mod clickhouse_repair;
 mod clickhouse_row;
 mod clickhouse_table;
 mod otlp;
@@ -24,7 +25,7 @@ use crate::settings::{Endpoint, Need, Resolved, Settings, SettingsError};
 use crate::value::Value;
 use std::time::{Duration, SystemTime};
 
-pub(crate) use clickhouse::Cure;
+pub(crate) use clickhouse_repair::Cure;
 
 /// The backends records can be sent to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
