@@ -279,6 +279,11 @@ pub(super) fn classify(a: &Answer, table: &str, now: SystemTime) -> Verdict {
             Verdict::Split(format!("ClickHouse refused the rows: {}", first_line()))
         }
         Some(c) if TRANSIENT.contains(&c) => Verdict::Retry(wait()),
+        // Cured before it gets here (the setting is left out): if the
+        // attempt ran out of cures, the next one goes without it.
+        Some(UNKNOWN_SETTING) if text(a).contains("insert_deduplication_token") => {
+            Verdict::Retry(wait())
+        }
         Some(c) if MISSING.contains(&c) => Verdict::Reject(format!(
             "ClickHouse has no table {table}: create it (the README has the otel_logs DDL), \
              pass create_table=True, or name another with table=... ({})",

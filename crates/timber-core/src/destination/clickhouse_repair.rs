@@ -40,10 +40,13 @@ impl ClickHouse {
         }
         if known.layout.is_some() {
             // Known but old: one sender reads it again, the others go on.
+            // If it cannot be read now, the one known holds for another
+            // while (the insert says if the table changed).
             if let Some(held) = self.state.try_lock() {
-                if let Ok(layout) = self.describe(run) {
-                    self.state.publish(&held, |k| learnt(k, layout));
-                }
+                let layout = self.describe(run).ok();
+                let old = known.layout.clone().unwrap_or_default();
+                self.state
+                    .publish(&held, |k| learnt(k, layout.unwrap_or(old)));
             }
             return Ok(());
         }
