@@ -171,7 +171,7 @@ impl Pipeline {
         self.reporter.report(Problem::Adjusted, || {
             format!(
                 "a record's time ({original}) is outside what ClickHouse's DateTime holds \
-                 (1970 to 2106): sent with the time it was logged at instead, its own kept as \
+                 (1970 to 2106): sent with the time it was encoded at instead, its own kept as \
                  timber.original_time ({n} so far, counted as retimed)"
             )
         });
