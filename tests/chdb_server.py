@@ -30,7 +30,9 @@ a time (a lock around the one chdb session).
 Two control endpoints are the tests' own: `POST /_fault?inserts=N&hold=S`
 makes the next N inserts that succeed be stored and then left unanswered
 for S seconds, after which the connection is closed (an answer lost after
-the server stored the rows); `GET /_log` lists the requests served, as JSON
+the server stored the rows); `POST /_fault?queries=N&delay=S` makes the next
+N queries that are not inserts (`SELECT`, `DESCRIBE`, `CREATE`) wait S
+seconds before they run (a server too busy to answer in time); `GET /_log` lists the requests served, as JSON
 (first line of the query, settings, request encoding, status, code).
 
 Run as `python chdb_server.py --path DIR --user U --password P [--port N]`:
@@ -167,7 +169,7 @@ class Engine:
         self.lock = threading.Lock()
         self.user, self.password = user, password
         self.version = self.run("SELECT version()", {}, "TabSeparated").strip()
-        self.faults = {"inserts": 0, "hold": 0.0}
+        self.faults = {"inserts": 0, "hold": 0.0, "queries": 0, "delay": 0.0}
         self.log: list[dict[str, Any]] = []
 
     def run(self, sql: str, settings: dict[str, str], fmt: str) -> str:
@@ -215,8 +217,10 @@ class Handler(BaseHTTPRequestHandler):
             params = dict(urllib.parse.parse_qsl(url.query))
             with self.server.engine.lock:
                 self.server.engine.faults = {
-                    "inserts": int(params.get("inserts", "1")),
+                    "inserts": int(params.get("inserts", "0")),
                     "hold": float(params.get("hold", "5")),
+                    "queries": int(params.get("queries", "0")),
+                    "delay": float(params.get("delay", "5")),
                 }
             self.answer(200, b"")
             return
@@ -257,6 +261,12 @@ class Handler(BaseHTTPRequestHandler):
             )
             return
         fmt = params.get("default_format", "TabSeparated")
+        delay = 0.0
+        with engine.lock:
+            if sql.lstrip()[:6].upper() != "INSERT" and engine.faults["queries"] > 0:
+                engine.faults["queries"] -= 1
+                delay = engine.faults["delay"]
+        time.sleep(delay)
         try:
             out = engine.run(sql, settings, fmt)
         except Exception as e:  # chdb's ChdbError, or anything it raised
@@ -338,14 +348,14 @@ def main() -> None:
 class ChdbServer:
     """`python chdb_server.py` as a subprocess, and a client of it."""
 
-    def __init__(self, root: Path, timezone: str = "UTC") -> None:
+    def __init__(self, root: Path, timezone: str = "UTC", port: int = 0) -> None:
         """`timezone` is the server's own (`TZ`), in which it reads times
-        that do not name a zone."""
+        that do not name a zone; `port` 0 is a free one."""
         root.mkdir(parents=True, exist_ok=True)
         self.stderr_path = root / "server.stderr"
         with self.stderr_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, __file__, "--path", str(root / "db")],
+                [sys.executable, __file__, "--path", str(root / "db"), "--port", str(port)],
                 stdout=subprocess.PIPE,
                 stderr=err,
                 text=True,
@@ -394,6 +404,14 @@ class ChdbServer:
         """The next `inserts` inserts are stored, then never answered."""
         with _OPENER.open(
             urllib.request.Request(f"{self.url}/_fault?inserts={inserts}&hold={hold}", b""),
+            timeout=10,
+        ):
+            pass
+
+    def delay_queries(self, queries: int, delay: float) -> None:
+        """The next `queries` queries that are not inserts wait `delay` s."""
+        with _OPENER.open(
+            urllib.request.Request(f"{self.url}/_fault?queries={queries}&delay={delay}", b""),
             timeout=10,
         ):
             pass

@@ -84,15 +84,20 @@ def test_create_table_makes_the_otel_logs_layout(chdb: ChdbServer, logger: loggi
     h.flush()
     s = h.stats()
     assert (s["sent"], s["failed_attempts"], s["retries"]) == (1, 0, 0)
-    # Refused for the missing table, asked the version, created, sent again:
-    # all within one attempt.
+    # The table's layout asked for before the first insert: missing, so
+    # the version asked, the table created and its layout read; then the
+    # insert, naming the columns read: all within one attempt.
     steps = [(e["query"].split(" (")[0], e["status"], e.get("code")) for e in chdb.log()]
-    assert steps[-4:] == [
-        ("INSERT INTO made FORMAT JSONEachRow", 404, 60),
+    assert steps[-5:] == [
+        ("DESCRIBE TABLE made", 404, 60),
         ("SELECT version()", 200, None),
         ("CREATE TABLE IF NOT EXISTS made", 200, None),
-        ("INSERT INTO made FORMAT JSONEachRow", 200, None),
+        ("DESCRIBE TABLE made", 200, None),
+        ("INSERT INTO made", 200, None),
     ]
+    assert chdb.log()[-1]["query"].startswith(
+        "INSERT INTO made (`Timestamp`, `TraceId`, `SpanId`, `TraceFlags`, `SeverityText`,"
+    )
     columns = chdb.rows(
         "SELECT name, type FROM system.columns"
         " WHERE database = currentDatabase() AND table = 'made' ORDER BY position"

@@ -168,6 +168,19 @@ impl Pipeline {
         ));
     }
 
+    /// Counts a record sent with another time than its own, which the
+    /// destination cannot hold, and reports it (at most once a minute).
+    fn retimed(&self, original: &str) {
+        let n = self.counters.retimed.fetch_add(1, Ordering::Relaxed) + 1;
+        self.reporter.report(Problem::Adjusted, || {
+            format!(
+                "a record's time ({original}) is outside what ClickHouse's DateTime holds \
+                 (1970 to 2106): sent with the time it was encoded at instead, its own kept as \
+                 timber.original_time ({n} so far, counted as retimed)"
+            )
+        });
+    }
+
     /// Counts records lost before they reached the buffer, and reports it
     /// (at most once a minute).
     fn lost(&self, reason: Reason, n: u64) {
@@ -326,7 +339,9 @@ impl Engine {
             .accepted
             .fetch_add(1, Ordering::Relaxed);
         let mut buf = SCRATCH.take();
-        self.pipeline.destination.encode(event, context, &mut buf);
+        if let Some(original) = self.pipeline.destination.encode(event, context, &mut buf) {
+            self.pipeline.retimed(&original);
+        }
         if !self.started.load(Ordering::Relaxed) {
             self.start();
         }
@@ -375,7 +390,9 @@ impl Engine {
             .into_iter()
             .map(|(event, context)| {
                 let mut buf = Vec::new();
-                self.pipeline.destination.encode(event, context, &mut buf);
+                if let Some(original) = self.pipeline.destination.encode(event, context, &mut buf) {
+                    self.pipeline.retimed(&original);
+                }
                 buf
             })
             .collect();

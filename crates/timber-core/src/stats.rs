@@ -68,6 +68,7 @@ pub(crate) struct Counters {
     pub spooled: AtomicU64,
     pub replayed: AtomicU64,
     pub adopted: AtomicU64,
+    pub retimed: AtomicU64,
     dropped: [AtomicU64; 7],
 }
 
@@ -96,6 +97,9 @@ pub struct Stats {
     pub replayed: u64,
     /// Records found in the spool lanes of earlier processes, taken over.
     pub adopted: u64,
+    /// Records whose time the destination cannot hold, sent with the time
+    /// they were encoded instead (ClickHouse: outside 1970-2106).
+    pub retimed: u64,
     /// Batches the endpoint accepted.
     pub batches_sent: u64,
     /// Request bodies accepted, in bytes on the wire.
@@ -122,7 +126,7 @@ impl Stats {
 
     /// Every plain counter by its name in `stats()`, `dropped` included
     /// (`dropped_by_reason` is the one nested map).
-    pub fn fields(&self) -> [(&'static str, u64); 13] {
+    pub fn fields(&self) -> [(&'static str, u64); 14] {
         [
             ("accepted", self.accepted),
             ("sent", self.sent),
@@ -132,6 +136,7 @@ impl Stats {
             ("spooled", self.spooled),
             ("replayed", self.replayed),
             ("adopted", self.adopted),
+            ("retimed", self.retimed),
             ("batches_sent", self.batches_sent),
             ("bytes_sent", self.bytes_sent),
             ("buffered_records", self.buffered_records),
@@ -174,6 +179,7 @@ impl Counters {
             spooled: self.spooled.load(Relaxed),
             replayed: self.replayed.load(Relaxed),
             adopted: self.adopted.load(Relaxed),
+            retimed: self.retimed.load(Relaxed),
             dropped_by_reason: Reason::ALL
                 .iter()
                 .map(|d| (d.name(), self.dropped(*d)))
@@ -189,7 +195,7 @@ pub const REPORT_EVERY: Duration = Duration::from_secs(60);
 /// Writes problems to stderr, each kind at most once per [`REPORT_EVERY`].
 #[derive(Debug, Default)]
 pub struct Reporter {
-    last: Mutex<[Option<Instant>; 3]>,
+    last: Mutex<[Option<Instant>; 4]>,
 }
 
 /// Kinds of problems, each rate-limited on its own.
@@ -201,6 +207,9 @@ pub enum Problem {
     Dropped = 1,
     /// The spool could not be written or read.
     Spool = 2,
+    /// A record was sent other than as logged (a time the destination
+    /// cannot hold).
+    Adjusted = 3,
 }
 
 impl Reporter {

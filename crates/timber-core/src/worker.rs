@@ -10,16 +10,16 @@
 //! They never take the GIL or call into Python, and never log through the
 //! handler they serve; problems go to [`crate::stats::Reporter`].
 
-use crate::destination::{Body, Outcome, Verdict};
+use crate::destination::{Body, Verdict};
 use crate::engine::{Fate, Pipeline};
 use crate::queue::{Batch, Next};
 use crate::retry::Jitter;
 use crate::spool::Spool;
 use crate::stats::{Problem, Reason};
-use crate::transport::{idempotency_key, Transport};
+use crate::transport::{idempotency_key, Sent, Transport};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::TryLockError;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 /// When the spool is tried next.
 #[derive(Debug)]
@@ -71,7 +71,7 @@ struct Sender {
 }
 
 impl Sender {
-    fn send(&mut self, p: &Pipeline, batch: &[u8], body: &mut Body, key: &str) -> Outcome {
+    fn send(&mut self, p: &Pipeline, batch: &[u8], body: &mut Body, key: &str) -> Sent {
         if self.opened.elapsed() > MAX_CONNECTION_AGE {
             self.transport = Transport::new(&p.resolved);
             self.opened = Instant::now();
@@ -102,18 +102,14 @@ impl Sender {
                 return Fate::Spooled;
             }
         }
-        let mut body = p.destination.body(batch.body());
         let key = idempotency_key(batch.body());
+        let mut body = p.destination.body(batch.body(), &key);
         for attempt in 1u32.. {
-            let outcome = self.send(p, batch.body(), &mut body, &key);
-            let verdict = p.destination.classify(&outcome, SystemTime::now());
-            let server_wait = match verdict {
-                Verdict::Delivered => {
-                    return Fate::Delivered {
-                        wire: body.bytes.len(),
-                    }
-                }
-                Verdict::Reject(why) => {
+            let sent = self.send(p, batch.body(), &mut body, &key);
+            let server_wait = match sent.verdict {
+                Verdict::Delivered => return Fate::Delivered { wire: sent.wire },
+                // A split the transport could not make is a refusal.
+                Verdict::Reject(why) | Verdict::Split(why) => {
                     p.counters.failed_attempts.fetch_add(1, Relaxed);
                     Self::rejected(p, count, &why);
                     return Fate::Dropped(Reason::Rejected);
@@ -121,14 +117,14 @@ impl Sender {
                 Verdict::Partial { rejected, why } => {
                     Self::rejected(p, rejected, &why);
                     return Fate::Partial {
-                        wire: body.bytes.len(),
+                        wire: sent.wire,
                         rejected,
                     };
                 }
                 Verdict::Retry(wait) => wait,
             };
             p.counters.failed_attempts.fetch_add(1, Relaxed);
-            report_retry(p, &outcome);
+            report_retry(p, &sent.said);
             if spool.is_some() {
                 if p.spool(batch.body(), batch.count) {
                     return Fate::Spooled;
@@ -143,7 +139,7 @@ impl Sender {
                     format!(
                         "gave up on a batch of {count} records after {attempt} attempts to {} ({})",
                         p.destination.display_url(),
-                        describe(&outcome)
+                        sent.said
                     )
                 });
                 return Fate::Dropped(Reason::RetryTimeout);
@@ -184,23 +180,19 @@ impl Sender {
             }
         };
         let count = u64::from(entry.count);
-        let mut body = p.destination.body(&entry.payload);
-        let outcome = self.send(
-            p,
-            &entry.payload,
-            &mut body,
-            &idempotency_key(&entry.payload),
-        );
+        let key = idempotency_key(&entry.payload);
+        let mut body = p.destination.body(&entry.payload, &key);
+        let sent = self.send(p, &entry.payload, &mut body, &key);
         let c = &p.counters;
-        match p.destination.classify(&outcome, SystemTime::now()) {
+        match sent.verdict {
             Verdict::Delivered => {
                 c.sent.fetch_add(count, Relaxed);
                 c.batches_sent.fetch_add(1, Relaxed);
-                c.bytes_sent.fetch_add(body.bytes.len() as u64, Relaxed);
+                c.bytes_sent.fetch_add(sent.wire as u64, Relaxed);
                 c.replayed.fetch_add(count, Relaxed);
                 state.failures = 0;
             }
-            Verdict::Reject(why) => {
+            Verdict::Reject(why) | Verdict::Split(why) => {
                 c.failed_attempts.fetch_add(1, Relaxed);
                 c.drop(Reason::Rejected, count);
                 Self::rejected(p, count, &why);
@@ -209,14 +201,14 @@ impl Sender {
                 let rejected = rejected.min(count);
                 c.sent.fetch_add(count - rejected, Relaxed);
                 c.batches_sent.fetch_add(1, Relaxed);
-                c.bytes_sent.fetch_add(body.bytes.len() as u64, Relaxed);
+                c.bytes_sent.fetch_add(sent.wire as u64, Relaxed);
                 c.replayed.fetch_add(count - rejected, Relaxed);
                 c.drop(Reason::Rejected, rejected);
                 Self::rejected(p, rejected, &why);
             }
             Verdict::Retry(server_wait) => {
                 c.failed_attempts.fetch_add(1, Relaxed);
-                report_retry(p, &outcome);
+                report_retry(p, &sent.said);
                 state.failures += 1;
                 let wait = backoff.wait(state.failures, server_wait, self.jitter.next_f64());
                 state.next_attempt = Instant::now() + wait;
@@ -234,19 +226,11 @@ impl Sender {
     }
 }
 
-fn describe(outcome: &Outcome) -> String {
-    match outcome {
-        Outcome::Answered(a) => format!("HTTP {}", a.status),
-        Outcome::Transport(e) => e.clone(),
-    }
-}
-
-fn report_retry(p: &Pipeline, outcome: &Outcome) {
+fn report_retry(p: &Pipeline, said: &str) {
     p.reporter.report(Problem::Delivery, || {
         format!(
-            "delivery to {} failed ({}); retrying with backoff",
+            "delivery to {} failed ({said}); retrying with backoff",
             p.destination.display_url(),
-            describe(outcome)
         )
     });
 }

@@ -1,42 +1,43 @@
-//! ClickHouse over HTTP: `POST {host}/?query=INSERT INTO <table> FORMAT
-//! JSONEachRow`, one row per record in the `otel_logs` layout
-//! ([`super::clickhouse_row`]), credentials in `X-ClickHouse-User` /
+//! ClickHouse over HTTP: `POST {host}/?query=INSERT INTO <table> (<its
+//! columns>) FORMAT JSONEachRow`, one row per record in the `otel_logs`
+//! layout ([`super::clickhouse_row`]), credentials in `X-ClickHouse-User` /
 //! `X-ClickHouse-Key`, and the batch's idempotency key as
 //! `insert_deduplication_token`, so a batch retried after a lost answer is
 //! stored once by a server that deduplicates inserts.
 //!
-//! With `create_table=True`, a missing table (code 60) is created, in the
-//! `otel_logs` layout the server can hold (it is asked `SELECT version()`),
-//! and the batch sent again ([`ClickHouse::repair`], called by the
-//! transport). Answers are judged by ClickHouse's error code (the
-//! `X-ClickHouse-Exception-Code` header, else the `Code: N` at the start of
-//! the body), not by the HTTP status: servers before 19.x answer 500 for
-//! every error, a bad row included, and retrying a bad row forever is the
-//! one thing a log pipeline must not do.
+//! Before the first insert the table's layout is read (`DESCRIBE TABLE`,
+//! [`super::clickhouse_table`]): which of the row's columns it has, and
+//! whether it holds the maps as `Map` or `Nested`. With `create_table=True`
+//! a missing table is created, in the `otel_logs` layout the server can
+//! hold (it is asked `SELECT version()`). A server without the token has it
+//! left out. These repairs are made once for every sender
+//! ([`super::clickhouse_repair`], called by the transport), and a batch
+//! sent before one was made is sent again after it. Answers are judged by
+//! ClickHouse's error code (the `X-ClickHouse-Exception-Code` header, else
+//! the `Code: N` at the start of the body), not by the HTTP status: servers
+//! before 19.x answer 500 for every error, a bad row included, and retrying
+//! a bad row forever is the one thing a log pipeline must not do. An insert
+//! spanning more partitions than the server takes at once is sent in parts
+//! ([`ClickHouse::split`]).
 
 use super::clickhouse_row::RowContext;
+use super::clickhouse_table::{Known, Table};
 use super::{Answer, Verdict};
 use crate::retry::retry_after;
 use crate::settings::{Endpoint, Settings};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 /// ClickHouse's HTTP port on the local machine.
 const DEFAULT_HOST: &str = "http://localhost:8123";
 
-/// The URL (the insert query and its settings) and headers.
+/// The URL (the insert query, before the table's columns are known, and
+/// its settings) and headers.
 pub(super) fn endpoint(s: &Settings) -> Endpoint {
     let host = s.host.as_deref().unwrap_or(DEFAULT_HOST);
     let query = format!("INSERT INTO {} FORMAT JSONEachRow", s.table);
-    // A table without some of the columns (a trimmed layout) still takes
-    // the rest: the rows name every otel_logs column.
-    // Timestamps are sent in UTC and say so (`Z`): best_effort is the
-    // parser that reads the zone (servers since 18.x have it).
-    let url = format!(
-        "{host}/?query={}&input_format_skip_unknown_fields=1&date_time_input_format=best_effort",
-        percent_encode(&query)
-    );
+    let url = format!("{host}/?query={}{SETTINGS}", percent_encode(&query));
     let mut headers = vec![("Content-Type".to_owned(), "application/x-ndjson".to_owned())];
     if let Some(user) = &s.username {
         headers.push(("X-ClickHouse-User".to_owned(), user.clone()));
@@ -67,123 +68,87 @@ fn percent_encode(s: &str) -> String {
 #[derive(Debug, Clone)]
 pub(super) struct ClickHouse {
     pub(super) row: RowContext,
-    table: String,
+    pub(super) table: String,
+    host: String,
     /// Where queries other than the insert go (`{host}/`).
     pub(super) query_url: String,
-    create_table: bool,
-    /// Set once the table was created (or tried): never tried twice.
-    created: Arc<AtomicBool>,
-    /// Set once the server said it has no `insert_deduplication_token`
-    /// (before 22.x): the setting is left out from then on.
-    no_token: Arc<AtomicBool>,
+    pub(super) create_table: bool,
+    /// What is known of the table and the server, shared by every sender.
+    pub(super) state: Arc<Table>,
 }
 
 /// Servers from this version on have `Map`, `DateTime64`, `LowCardinality`
 /// and the deduplication settings the `otel_logs` DDL uses.
-const MODERN: (u32, u32) = (22, 3);
+pub(super) const MODERN: (u32, u32) = (22, 3);
 
 impl ClickHouse {
     pub(super) fn new(s: &Settings) -> Self {
+        let host = s.host.as_deref().unwrap_or(DEFAULT_HOST).to_owned();
         Self {
             row: RowContext {
                 service: s
                     .service_name
                     .clone()
                     .unwrap_or_else(|| "unknown_service".to_owned()),
-                nested_maps: Arc::default(),
                 resource: Vec::new(),
             },
             table: s.table.clone(),
-            query_url: format!("{}/", s.host.as_deref().unwrap_or(DEFAULT_HOST)),
+            query_url: format!("{host}/"),
+            host,
             create_table: s.create_table,
-            created: Arc::default(),
-            no_token: Arc::default(),
+            state: Arc::default(),
         }
     }
 
-    /// The URL of one attempt at the batch whose idempotency key is `key`.
-    pub(super) fn url(&self, base: &str, key: &str) -> String {
-        if self.no_token.load(Ordering::Relaxed) {
-            base.to_owned()
-        } else {
-            format!("{base}&insert_deduplication_token={}", percent_encode(key))
-        }
+    /// What is known now: a request is built from one such snapshot.
+    pub(super) fn known(&self) -> Arc<Known> {
+        self.state.known()
     }
 
-    /// Acts on a refusal the destination can cure, running queries with
-    /// `run` (SQL in, the answer's text or the error out); true when the
-    /// same batch should be sent again at once. Cured: a server without the
-    /// deduplication setting (it is left out), and with `create_table`, a
-    /// missing table (created once).
-    pub(super) fn repair(
-        &self,
-        a: &Answer,
-        run: &mut dyn FnMut(&str) -> Result<String, String>,
-    ) -> bool {
-        match code(a) {
-            Some(UNKNOWN_SETTING) if text(a).contains("insert_deduplication_token") => {
-                if self.no_token.swap(true, Ordering::Relaxed) {
-                    return false;
-                }
-                // So old a server may lack Map too: ask, for the next rows.
-                let _ = self.version(run);
-                true
+    /// The URL of one attempt at the batch whose idempotency key is `key`:
+    /// the insert naming the table's columns once they are known, and the
+    /// token unless the server refused it.
+    pub(super) fn url(&self, known: &Known, key: &str) -> String {
+        let columns = match known.layout.as_ref().and_then(|l| l.columns.as_ref()) {
+            Some(names) => {
+                let quoted: Vec<String> = names.iter().map(|n| format!("`{n}`")).collect();
+                format!(" ({})", quoted.join(", "))
             }
-            Some(UNKNOWN_TABLE) if self.create_table => {
-                if self.created.swap(true, Ordering::Relaxed) {
-                    return false;
-                }
-                let Some(version) = self.version(run) else {
-                    return false;
-                };
-                run(&create_table_sql(&self.table, version)).is_ok()
+            None => String::new(),
+        };
+        let query = format!("INSERT INTO {}{columns} FORMAT JSONEachRow", self.table);
+        let mut url = format!("{}/?query={}{SETTINGS}", self.host, percent_encode(&query));
+        if known.token {
+            url.push_str("&insert_deduplication_token=");
+            url.push_str(&percent_encode(key));
+        }
+        url
+    }
+
+    /// The rows of a batch in the table's layout: the map columns it holds
+    /// as `Nested` as two arrays each.
+    pub(super) fn rows<'a>(&self, rows: &'a [u8], known: &Known) -> Cow<'a, [u8]> {
+        match &known.layout {
+            Some(l) if !l.nested.is_empty() => {
+                super::clickhouse_row::as_nested(rows, &l.nested).into()
             }
-            _ => false,
+            _ => rows.into(),
         }
     }
 
-    /// The server's version; rows are written for it from now on.
-    fn version(&self, run: &mut dyn FnMut(&str) -> Result<String, String>) -> Option<(u32, u32)> {
-        let version = parse_version(&run("SELECT version()").ok()?)?;
-        self.row
-            .nested_maps
-            .store(version < MODERN, Ordering::Relaxed);
-        Some(version)
-    }
-
-    /// The rows of a batch in the layout of the server, as far as it is
-    /// known: the map columns as `Nested` for one without `Map`.
-    pub(super) fn rows<'a>(&self, rows: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
-        if self.row.nested_maps.load(Ordering::Relaxed) {
-            super::clickhouse_row::as_nested(rows).into()
-        } else {
-            rows.into()
-        }
-    }
-
-    /// Judges an answer; see [`classify`]. A server that does not know the
-    /// deduplication setting is asked again at once without it.
+    /// Judges an answer; see [`classify`].
     pub(super) fn classify(&self, a: &Answer, now: SystemTime) -> Verdict {
-        // Normally cured by `repair` before it gets here; once only, so a
-        // server that keeps saying it cannot loop.
-        if code(a) == Some(UNKNOWN_SETTING)
-            && text(a).contains("insert_deduplication_token")
-            && !self.no_token.swap(true, Ordering::Relaxed)
-        {
-            return Verdict::Retry(Some(Duration::ZERO));
-        }
         classify(a, &self.table, now)
     }
 }
 
-const UNKNOWN_SETTING: u32 = 115;
-const UNKNOWN_TABLE: u32 = 60;
+/// The settings of every insert. A table without some of the columns (a
+/// trimmed layout) still takes the rest: the rows name every otel_logs
+/// column. Timestamps are sent in UTC and say so (`Z`): best_effort is the
+/// parser that reads the zone (servers since 18.x have it).
+const SETTINGS: &str = "&input_format_skip_unknown_fields=1&date_time_input_format=best_effort";
 
-/// `major.minor` of `SELECT version()`'s answer (`18.16.1`, `24.8.4.13`).
-fn parse_version(text: &str) -> Option<(u32, u32)> {
-    let mut parts = text.trim().split('.');
-    Some((parts.next()?.parse().ok()?, parts.next()?.parse().ok()?))
-}
+pub(super) const UNKNOWN_SETTING: u32 = 115;
 
 /// The `CREATE TABLE` for a server of `version`: the OpenTelemetry
 /// exporter's `otel_logs` (without its skip indexes, with deduplication of
@@ -223,7 +188,7 @@ pub(super) fn create_table_sql(table: &str, version: (u32, u32)) -> String {
 }
 
 /// Codes worth retrying: the server is busy or short of something now.
-const TRANSIENT: [u32; 10] = [
+pub(super) const TRANSIENT: [u32; 10] = [
     159, // TIMEOUT_EXCEEDED
     202, // TOO_MANY_SIMULTANEOUS_QUERIES
     203, // NO_FREE_CONNECTION
@@ -236,11 +201,43 @@ const TRANSIENT: [u32; 10] = [
     999, // KEEPER_EXCEPTION
 ];
 
+const TOO_MANY_PARTS: u32 = 252;
+
+/// What a 252 says when the rows of one insert fall in too many partitions
+/// (`max_partitions_per_insert_block`, 100 by default: 100 days of the
+/// `otel_logs` DDL), rather than merges falling behind.
+const TOO_MANY_PARTITIONS: &str = "Too many partitions for single INSERT block";
+
+/// The rows (`JSONEachRow` lines) of a batch refused for spanning too
+/// many partitions, in two parts of consecutive times (each line starts
+/// with its fixed-width `Timestamp`, so sorting the lines sorts the
+/// times), with how many rows each holds; `None` for a single row.
+pub(super) fn split(rows: &[u8]) -> Option<[(Vec<u8>, u64); 2]> {
+    let mut lines: Vec<&[u8]> = rows
+        .split(|&b| b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    if lines.len() < 2 {
+        return None;
+    }
+    lines.sort_unstable();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let join = |part: &[&[u8]]| {
+        let mut out = Vec::with_capacity(part.iter().map(|l| l.len() + 1).sum());
+        for l in part {
+            out.extend_from_slice(l);
+            out.push(b'\n');
+        }
+        (out, part.len() as u64)
+    };
+    Some([join(first), join(second)])
+}
+
 /// Codes of a wrong user or password.
-const AUTH: [u32; 5] = [192, 193, 194, 497, 516];
+pub(super) const AUTH: [u32; 5] = [192, 193, 194, 497, 516];
 
 /// Codes of a missing table or database.
-const MISSING: [u32; 2] = [60, 81];
+pub(super) const MISSING: [u32; 2] = [60, 81];
 
 /// ClickHouse's error code of an answer: the header modern servers set,
 /// else the body's `Code: N.` (or `Code: N,` before 19.x).
@@ -258,7 +255,7 @@ pub(super) fn code(a: &Answer) -> Option<u32> {
     digits.parse().ok()
 }
 
-fn text(a: &Answer) -> std::borrow::Cow<'_, str> {
+pub(super) fn text(a: &Answer) -> std::borrow::Cow<'_, str> {
     String::from_utf8_lossy(&a.body)
 }
 
@@ -277,7 +274,17 @@ pub(super) fn classify(a: &Answer, table: &str, now: SystemTime) -> Verdict {
         crate::shown::printable(line, 300)
     };
     match code(a) {
+        // The same code as too many parts, but for this insert's rows: in
+        // parts they go in.
+        Some(TOO_MANY_PARTS) if text(a).contains(TOO_MANY_PARTITIONS) => {
+            Verdict::Split(format!("ClickHouse refused the rows: {}", first_line()))
+        }
         Some(c) if TRANSIENT.contains(&c) => Verdict::Retry(wait()),
+        // Cured before it gets here (the setting is left out): if the
+        // attempt ran out of cures, the next one goes without it.
+        Some(UNKNOWN_SETTING) if text(a).contains("insert_deduplication_token") => {
+            Verdict::Retry(wait())
+        }
         Some(c) if MISSING.contains(&c) => Verdict::Reject(format!(
             "ClickHouse has no table {table}: create it (the README has the otel_logs DDL), \
              pass create_table=True, or name another with table=... ({})",
@@ -299,6 +306,7 @@ pub(super) fn classify(a: &Answer, table: &str, now: SystemTime) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn answer(status: u16, body: &str) -> Answer {
         Answer {
@@ -373,79 +381,32 @@ mod tests {
     }
 
     #[test]
-    fn the_token_is_dropped_for_servers_without_it() {
-        let s = Settings {
-            table: "otel_logs".into(),
-            ..Settings::default()
+    fn too_many_partitions_is_split_in_time_order() {
+        let a = Answer {
+            exception_code: Some("252".into()),
+            ..answer(
+                500,
+                "Code: 252. DB::Exception: Too many partitions for single INSERT block (more than 100).",
+            )
         };
-        let ch = ClickHouse::new(&s);
-        let base = endpoint(&s).url;
-        assert_eq!(
-            base,
-            "http://localhost:8123/?query=INSERT%20INTO%20otel_logs%20FORMAT%20JSONEachRow\
-             &input_format_skip_unknown_fields=1&date_time_input_format=best_effort"
-        );
-        assert_eq!(
-            ch.url(&base, "k1"),
-            format!("{base}&insert_deduplication_token=k1")
-        );
-        let unknown = answer(
-            404,
-            "Code: 115, e.displayText() = DB::Exception: Unknown setting insert_deduplication_token",
-        );
-        assert_eq!(
-            ch.classify(&unknown, SystemTime::now()),
-            Verdict::Retry(Some(Duration::ZERO))
-        );
-        assert_eq!(ch.url(&base, "k1"), base);
-        // Any other unknown setting is the user's to fix.
-        let other = answer(404, "Code: 115. DB::Exception: Unknown setting foo");
         assert!(matches!(
-            ch.classify(&other, SystemTime::now()),
-            Verdict::Reject(_)
+            classify(&a, "t", SystemTime::now()),
+            Verdict::Split(_)
         ));
-    }
-
-    #[test]
-    fn the_table_is_created_once_for_the_servers_version() {
-        let s = Settings {
-            table: "logs.otel_logs".into(),
-            create_table: true,
-            ..Settings::default()
-        };
-        let ch = ClickHouse::new(&s);
-        let missing = answer(
-            404,
-            "Code: 60. DB::Exception: Table logs.otel_logs doesn't exist.",
+        let merges = answer(500, "Code: 252. DB::Exception: Too many parts (300).");
+        assert_eq!(
+            classify(&merges, "t", SystemTime::now()),
+            Verdict::Retry(None)
         );
-        let mut ran = Vec::new();
-        let mut run = |sql: &str| {
-            ran.push(sql.to_owned());
-            Ok(if sql == "SELECT version()" {
-                "18.16.1\n".into()
-            } else {
-                String::new()
-            })
-        };
-        assert!(ch.repair(&missing, &mut run));
-        assert!(!ch.repair(&missing, &mut run), "tried once only");
-        assert_eq!(ran.len(), 2);
-        assert!(ran[1].starts_with("CREATE TABLE IF NOT EXISTS logs.otel_logs (Timestamp String,"));
-        assert!(ran[1].contains("LogAttributes Nested(key String, value String)"));
-        assert!(ch.row.nested_maps.load(Ordering::Relaxed));
-
-        let modern = create_table_sql("otel_logs", (24, 8));
-        assert!(modern.contains("Timestamp DateTime64(9)"));
-        assert!(modern.contains("LogAttributes Map(LowCardinality(String), String)"));
-        assert_eq!(parse_version("24.8.4.13"), Some((24, 8)));
-        assert_eq!(parse_version("nonsense"), None);
-
-        // Without create_table nothing is run, and the refusal names the table.
-        let plain = ClickHouse::new(&Settings {
-            table: "t".into(),
-            ..Settings::default()
-        });
-        assert!(!plain.repair(&missing, &mut |_| panic!("no query without create_table")));
+        let rows = b"{\"Timestamp\":\"2026-03\"}\n{\"Timestamp\":\"2026-01\"}\n{\"Timestamp\":\"2026-02\"}\n";
+        let [(first, n1), (second, n2)] = split(rows).unwrap();
+        assert_eq!((n1, n2), (1, 2));
+        assert_eq!(first, b"{\"Timestamp\":\"2026-01\"}\n");
+        assert_eq!(
+            second,
+            b"{\"Timestamp\":\"2026-02\"}\n{\"Timestamp\":\"2026-03\"}\n"
+        );
+        assert!(split(&first).is_none());
     }
 
     #[test]

@@ -6,8 +6,14 @@
 //! flattened into dotted keys (`order.id`), and values that are not strings
 //! are written as their JSON text (`42`, `true`, `["a"]`). A server without
 //! `Map` (before 22.3) holds them as `Nested(key, value)`, whose JSON is two
-//! arrays, `LogAttributes.key` and `LogAttributes.value`: rows are written
-//! that way once the destination has learnt the server is that old.
+//! arrays, `LogAttributes.key` and `LogAttributes.value`: rows are sent
+//! that way to a table the destination has learnt holds them so.
+//!
+//! A time no ClickHouse time column holds (`DateTime` runs from 1970 to
+//! 2106; outside it `DateTime64(9)` refuses the insert or `otel_logs`'
+//! `TimestampTime` wraps around) is replaced by the time the row is made,
+//! and the record's own kept as the attribute `timber.original_time`:
+//! one bad clock must not sink the rows sharing its insert.
 
 use super::otlp::cut_str;
 use super::otlp::severity_number;
@@ -15,16 +21,12 @@ use crate::encode::Json;
 use crate::event::{hostname, Event, Policy};
 use crate::value::Value;
 use serde_json::{Map, Value as J};
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 
 /// What every row of a handler shares.
 #[derive(Debug, Clone)]
 pub(super) struct RowContext {
     /// `ServiceName`.
     pub(super) service: String,
-    /// Set once the server is known to lack `Map`: the maps go as `Nested`.
-    pub(super) nested_maps: Arc<AtomicBool>,
     /// `ResourceAttributes` beyond `service.name`, `host.name` and
     /// `process.pid`: the other `OTEL_RESOURCE_ATTRIBUTES` pairs.
     pub(super) resource: Vec<(String, String)>,
@@ -45,8 +47,31 @@ impl RowContext {
     }
 }
 
+/// The columns a row names, in the order written.
+pub(super) const ROW_COLUMNS: [&str; 11] = [
+    "Timestamp",
+    "TraceId",
+    "SpanId",
+    "TraceFlags",
+    "SeverityText",
+    "SeverityNumber",
+    "ServiceName",
+    "Body",
+    "ResourceAttributes",
+    "ScopeName",
+    "LogAttributes",
+];
+
+/// The first and last second every ClickHouse time column holds: those of
+/// `DateTime` (seconds since 1970 in 32 bits, 2106-02-07 06:28:15).
+const TIME_RANGE: (i64, i64) = (0, u32::MAX as i64);
+
+/// The attribute holding a record's own time when it was replaced.
+pub(super) const ORIGINAL_TIME: &str = "timber.original_time";
+
 /// Appends the row of `event` to `out`, ending with `\n`; strings longer
-/// than `cut` bytes are cut and marked.
+/// than `cut` bytes are cut and marked. Returns the record's own time, as
+/// text, if it was replaced (see the module's header).
 pub(super) fn encode<E: Event>(
     row: &RowContext,
     event: &E,
@@ -54,7 +79,7 @@ pub(super) fn encode<E: Event>(
     policy: &Policy,
     out: &mut Vec<u8>,
     cut: Option<usize>,
-) {
+) -> Option<String> {
     let level = event.level();
     let levelno = event.level_number().unwrap_or(match level {
         "DEBUG" => 10,
@@ -70,6 +95,10 @@ pub(super) fn encode<E: Event>(
     let mut attrs = Vec::new();
     for (k, v) in super::otlp::user_attributes(event, context, policy) {
         flatten(&k, &v, cut, &mut attrs);
+    }
+    let (nanos, retimed) = held_time(event.time());
+    if let Some(original) = &retimed {
+        attrs.push((ORIGINAL_TIME.to_owned(), original.clone()));
     }
     let rt = event.runtime();
     let mut put = |k: &str, v: String| attrs.push((k.to_owned(), cut_str(&v, cut)));
@@ -108,7 +137,7 @@ pub(super) fn encode<E: Event>(
     // Written as it goes, column by column (JSONEachRow reads them by name).
     let o = &mut *out;
     o.extend_from_slice(b"{\"Timestamp\":");
-    string(o, &timestamp(event.time().nanos()));
+    string(o, &timestamp(nanos));
     o.extend_from_slice(b",\"TraceId\":\"");
     if let Some(t) = trace {
         hex(o, &t.trace_id);
@@ -152,6 +181,7 @@ pub(super) fn encode<E: Event>(
     let pairs: Vec<(&str, &str)> = attrs.iter().map(|(k, v)| (&k[..], &v[..])).collect();
     map(o, &last_of_each(&pairs));
     o.extend_from_slice(b"}\n");
+    retimed
 }
 
 /// Pairs sorted by key (stably), one per key: the last given.
@@ -164,6 +194,19 @@ fn last_of_each<'a>(sorted: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
         }
     }
     kept
+}
+
+/// The nanoseconds written for `time`, and its own text if it is outside
+/// [`TIME_RANGE`] and so replaced by now.
+fn held_time(time: crate::event::Time) -> (i64, Option<String>) {
+    let micros = time.micros();
+    let seconds = micros.div_euclid(1_000_000);
+    if (TIME_RANGE.0..=TIME_RANGE.1).contains(&seconds) {
+        return (time.nanos(), None);
+    }
+    let original = jiff::Timestamp::from_microsecond(micros)
+        .map_or_else(|_| format!("{micros} µs since 1970"), |t| t.to_string());
+    (crate::event::Time::Now.nanos(), Some(original))
 }
 
 /// A JSON string.
@@ -195,14 +238,14 @@ fn map(out: &mut Vec<u8>, entries: &[(&str, &str)]) {
 }
 
 /// The map columns of a row.
-const MAP_COLUMNS: [&str; 2] = ["ResourceAttributes", "LogAttributes"];
+pub(super) const MAP_COLUMNS: [&str; 2] = ["ResourceAttributes", "LogAttributes"];
 
-/// The rows (`JSONEachRow` lines, as [`encode`] writes them) for a server
-/// without `Map`: each map column as `Nested(key, value)`, whose JSON is two
-/// arrays, `LogAttributes.key` and `LogAttributes.value`. Done when a batch
-/// is sent, so that rows encoded before the server was known are sent in
-/// the layout it holds.
-pub(super) fn as_nested(rows: &[u8]) -> Vec<u8> {
+/// The rows (`JSONEachRow` lines, as [`encode`] writes them) for a table
+/// without `Map`: each map column of `nested` as `Nested(key, value)`,
+/// whose JSON is two arrays, `LogAttributes.key` and `LogAttributes.value`.
+/// Done when a batch is sent, so that rows encoded before the table was
+/// known are sent in the layout it holds.
+pub(super) fn as_nested(rows: &[u8], nested: &[&str]) -> Vec<u8> {
     let mut out = Vec::with_capacity(rows.len() + rows.len() / 8);
     for line in rows.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         let Ok(mut row) = serde_json::from_slice::<Map<String, J>>(line) else {
@@ -210,7 +253,7 @@ pub(super) fn as_nested(rows: &[u8]) -> Vec<u8> {
             out.push(b'\n');
             continue;
         };
-        for name in MAP_COLUMNS {
+        for &name in nested {
             if let Some(J::Object(map)) = row.remove(name) {
                 let (keys, values): (Vec<J>, Vec<J>) =
                     map.into_iter().map(|(k, v)| (J::String(k), v)).unzip();
@@ -338,7 +381,6 @@ mod tests {
     fn a_record_becomes_an_otel_logs_row() {
         let row = RowContext {
             service: "shop".into(),
-            nested_maps: Arc::default(),
             resource: Vec::new(),
         };
         let context = [(
@@ -385,7 +427,7 @@ mod tests {
         // For a server without Map: the same pairs, as Nested's two arrays.
         out.clear();
         encode(&row, &Order, &[], &Policy::default(), &mut out, None);
-        let nested = as_nested(&[&out[..], &out[..]].concat());
+        let nested = as_nested(&[&out[..], &out[..]].concat(), &MAP_COLUMNS);
         assert_eq!(nested.iter().filter(|b| **b == b'\n').count(), 2);
         let got: J = serde_json::from_slice(nested.split(|b| *b == b'\n').next().unwrap()).unwrap();
         assert!(got.get("LogAttributes").is_none());
@@ -404,7 +446,6 @@ mod tests {
     fn the_resource_goes_to_resource_attributes_and_service_name() {
         let mut row = RowContext {
             service: "unknown_service".into(),
-            nested_maps: Arc::default(),
             resource: Vec::new(),
         };
         row.set_resource(&[
@@ -431,7 +472,6 @@ mod tests {
     fn redacted_keys_are_replaced_before_flattening() {
         let row = RowContext {
             service: "shop".into(),
-            nested_maps: Arc::default(),
             resource: Vec::new(),
         };
         let policy = Policy {
@@ -450,6 +490,91 @@ mod tests {
         assert_eq!(attrs["order.id"], "1234");
         assert_eq!(attrs["user"], "[REDACTED]");
         assert!(attrs.get("user.id").is_none());
+    }
+
+    struct At(Time);
+
+    impl Event for At {
+        fn time(&self) -> Time {
+            self.0
+        }
+        fn level(&self) -> &str {
+            "INFO"
+        }
+        fn message(&self) -> &str {
+            "m"
+        }
+        fn runtime(&self) -> Runtime<'_> {
+            Runtime::default()
+        }
+        fn system(&self) -> System<'_> {
+            System::default()
+        }
+        fn error(&self) -> Option<ErrorInfo> {
+            None
+        }
+        fn extra_count(&self) -> usize {
+            0
+        }
+        fn extra_name(&self, _: usize) -> &str {
+            ""
+        }
+        fn extra_is_map(&self, _: usize) -> bool {
+            false
+        }
+        fn write_extra<S: crate::encode::Sink>(&self, _: usize, _: &str, _: &mut S) {}
+    }
+
+    #[test]
+    fn a_time_no_time_column_holds_is_replaced_and_kept() {
+        let row = RowContext {
+            service: "s".into(),
+            resource: Vec::new(),
+        };
+        let encode_at = |t: Time| {
+            let mut out = Vec::new();
+            let retimed = encode(&row, &At(t), &[], &Policy::default(), &mut out, None);
+            (retimed, serde_json::from_slice::<J>(&out).unwrap())
+        };
+        let (retimed, got) = encode_at(Time::UnixMicros(-62_135_596_800_000_000));
+        assert_eq!(retimed.as_deref(), Some("0001-01-01T00:00:00Z"));
+        assert_eq!(got["LogAttributes"][ORIGINAL_TIME], "0001-01-01T00:00:00Z");
+        let year = got["Timestamp"].as_str().unwrap()[..4]
+            .parse::<i32>()
+            .unwrap();
+        assert!((2025..2106).contains(&year), "{got}");
+        let (retimed, _) = encode_at(Time::UnixSeconds(1e300));
+        assert!(retimed.is_some());
+        // The edges are held.
+        for ok in [0, i64::from(u32::MAX) * 1_000_000] {
+            let (retimed, got) = encode_at(Time::UnixMicros(ok));
+            assert_eq!(retimed, None);
+            assert!(got["LogAttributes"].get(ORIGINAL_TIME).is_none());
+        }
+        assert_eq!(
+            encode_at(Time::UnixMicros(-1)).0.as_deref(),
+            Some("1969-12-31T23:59:59.999999Z")
+        );
+    }
+
+    #[test]
+    fn the_columns_named_are_the_columns_written() {
+        let mut out = Vec::new();
+        let row = RowContext {
+            service: "s".into(),
+            resource: Vec::new(),
+        };
+        encode(&row, &Order, &[], &Policy::default(), &mut out, None);
+        let got: Map<String, J> = serde_json::from_slice(&out).unwrap();
+        let mut written: Vec<&str> = got.keys().map(String::as_str).collect();
+        let mut named = ROW_COLUMNS.to_vec();
+        written.sort_unstable();
+        named.sort_unstable();
+        assert_eq!(written, named);
+        assert!(
+            out.starts_with(b"{\"Timestamp\":\""),
+            "split sorts the lines by time"
+        );
     }
 
     #[test]

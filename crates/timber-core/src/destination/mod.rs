@@ -9,7 +9,9 @@
 
 mod betterstack;
 mod clickhouse;
+mod clickhouse_repair;
 mod clickhouse_row;
+mod clickhouse_table;
 mod otlp;
 mod otlp_json;
 pub mod otlp_proto;
@@ -22,6 +24,8 @@ use crate::queue::{MAX_BATCH_BYTES, MAX_REQUEST_BYTES};
 use crate::settings::{Endpoint, Need, Resolved, Settings, SettingsError};
 use crate::value::Value;
 use std::time::{Duration, SystemTime};
+
+pub(crate) use clickhouse_repair::Cure;
 
 /// The backends records can be sent to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,16 +149,26 @@ pub enum Verdict {
         /// What it said.
         why: String,
     },
+    /// Refused for what its records are together, not for any one of them
+    /// (ClickHouse: more partitions than one insert may touch): sent again
+    /// in parts, within the same attempt; refused (for this reason) if it
+    /// cannot be split.
+    Split(String),
 }
 
-/// A request body ready for the wire: compressed once, reused by every
-/// attempt.
+/// A request ready for the wire: the body compressed once, reused by every
+/// attempt while what the destination knows stays the same.
 #[derive(Debug)]
 pub struct Body {
     /// The bytes sent.
     pub bytes: Vec<u8>,
     /// `Content-Encoding`, if compressed.
     pub encoding: Option<&'static str>,
+    /// Where it goes (ClickHouse's names the table's columns and carries
+    /// the batch's key).
+    pub url: String,
+    /// The destination's knowledge it was built with ([`Destination::generation`]).
+    pub generation: u64,
 }
 
 /// Longest string kept whole in a record too large for a request.
@@ -193,13 +207,10 @@ impl Destination {
         }
     }
 
-    /// The URL of one attempt at the batch whose idempotency key is `key`:
-    /// ClickHouse carries it in the URL, as `insert_deduplication_token`.
-    pub fn url_for(&self, key: &str) -> std::borrow::Cow<'_, str> {
-        match &self.clickhouse {
-            Some(ch) => ch.url(&self.endpoint.url, key).into(),
-            None => self.endpoint.url.as_str().into(),
-        }
+    /// How many times what the destination knows of the server changed (a
+    /// repair made): a request built before the last change is built again.
+    pub fn generation(&self) -> u64 {
+        self.clickhouse.as_ref().map_or(0, |ch| ch.known().epoch)
     }
 
     /// Where a destination's own queries go (ClickHouse's `{host}/`), if it
@@ -208,11 +219,42 @@ impl Destination {
         self.clickhouse.as_ref().map(|ch| ch.query_url.as_str())
     }
 
-    /// Acts on an answer the destination can cure by itself (ClickHouse: a
-    /// missing table with `create_table`, a setting the server lacks),
-    /// running queries with `run`; true when the batch should go again now.
-    pub fn repair(&self, a: &Answer, run: &mut dyn FnMut(&str) -> Result<String, String>) -> bool {
-        self.clickhouse.as_ref().is_some_and(|ch| ch.repair(a, run))
+    /// Before a request: learns what must be known first (ClickHouse: the
+    /// table's layout, making the table with `create_table`), running
+    /// queries with `run`. On failure, the batch's verdict and what to say.
+    pub(crate) fn prepare(
+        &self,
+        run: &mut dyn FnMut(&str) -> Outcome,
+    ) -> Result<(), (Verdict, String)> {
+        match &self.clickhouse {
+            Some(ch) => ch.prepare(run),
+            None => Ok(()),
+        }
+    }
+
+    /// Acts on an answer to a request built at `generation` that the
+    /// destination can cure by itself (ClickHouse: a missing table with
+    /// `create_table`, a setting the server lacks, a table changed since
+    /// its layout was read), running queries with `run`.
+    pub(crate) fn repair(
+        &self,
+        a: &Answer,
+        generation: u64,
+        run: &mut dyn FnMut(&str) -> Outcome,
+    ) -> Cure {
+        match &self.clickhouse {
+            Some(ch) => ch.repair(a, generation, run),
+            None => Cure::None,
+        }
+    }
+
+    /// The records of a batch refused with [`Verdict::Split`] in two parts
+    /// (each a batch of its own, without the array header), with how many
+    /// records each holds; `None` if it cannot be split.
+    pub fn split(&self, batch: &[u8]) -> Option<[(Vec<u8>, u64); 2]> {
+        self.clickhouse
+            .as_ref()
+            .and_then(|_| clickhouse::split(strip_array_header(batch)))
     }
 
     /// The URL without any `user:password@`, for messages.
@@ -227,8 +269,15 @@ impl Destination {
 
     /// Encodes one event as this backend's record into `out` (cleared
     /// first). A record too large for any request is encoded again with its
-    /// long strings cut rather than lost.
-    pub fn encode<E: Event>(&self, event: &E, context: &[(Box<str>, Value)], out: &mut Vec<u8>) {
+    /// long strings cut rather than lost. Returns the record's own time if
+    /// the destination cannot hold it and wrote another (ClickHouse: one
+    /// outside 1970-2106), so that it is counted and said.
+    pub fn encode<E: Event>(
+        &self,
+        event: &E,
+        context: &[(Box<str>, Value)],
+        out: &mut Vec<u8>,
+    ) -> Option<String> {
         if let Some(otlp) = &self.otlp {
             out.clear();
             otlp.encode(event, context, &self.policy, out, None);
@@ -236,17 +285,17 @@ impl Destination {
                 out.clear();
                 otlp.encode(event, context, &self.policy, out, Some(TRUNCATE_STRINGS_AT));
             }
-            return;
+            return None;
         }
         if let Some(ch) = &self.clickhouse {
             out.clear();
-            clickhouse_row::encode(&ch.row, event, context, &self.policy, out, None);
+            let retimed = clickhouse_row::encode(&ch.row, event, context, &self.policy, out, None);
             if out.len() + MAX_ARRAY_HEADER > MAX_REQUEST_BYTES {
                 out.clear();
                 let cut = Some(TRUNCATE_STRINGS_AT);
                 clickhouse_row::encode(&ch.row, event, context, &self.policy, out, cut);
             }
-            return;
+            return retimed;
         }
         match self.kind {
             Kind::Timber | Kind::BetterStack | Kind::Otlp | Kind::ClickHouse => {
@@ -265,35 +314,44 @@ impl Destination {
                     sink.buf = cut.inner.buf;
                 }
                 *out = sink.buf;
+                None
             }
         }
     }
 
-    /// The request body of a batch (as the queue assembled it: a msgpack
-    /// array header, then the records), compressed.
-    pub fn body(&self, batch: &[u8]) -> Body {
+    /// The request of a batch (as the queue assembled it: a msgpack array
+    /// header, then the records) whose idempotency key is `key`, the body
+    /// compressed, as what the destination knows now has it.
+    pub fn body(&self, batch: &[u8], key: &str) -> Body {
         let assembled: std::borrow::Cow<'_, [u8]>;
+        let mut url = None;
+        let mut generation = 0;
         let batch = match (&self.otlp, &self.clickhouse) {
             (Some(otlp), _) => {
                 assembled = otlp.body(strip_array_header(batch)).into();
                 &assembled[..]
             }
-            // The rows, one per line, are the JSONEachRow body.
+            // The rows, one per line, are the JSONEachRow body, in the
+            // table's layout; the URL names its columns.
             (None, Some(ch)) => {
-                assembled = ch.rows(strip_array_header(batch));
+                let known = ch.known();
+                assembled = ch.rows(strip_array_header(batch), &known);
+                url = Some(ch.url(&known, key));
+                generation = known.epoch;
                 &assembled[..]
             }
             (None, None) => batch,
         };
-        match self.compression.encode(batch) {
-            Some(bytes) => Body {
-                bytes,
-                encoding: self.compression.header(),
-            },
-            None => Body {
-                bytes: batch.to_vec(),
-                encoding: None,
-            },
+        let url = url.unwrap_or_else(|| self.endpoint.url.clone());
+        let (bytes, encoding) = match self.compression.encode(batch) {
+            Some(bytes) => (bytes, self.compression.header()),
+            None => (batch.to_vec(), None),
+        };
+        Body {
+            bytes,
+            encoding,
+            url,
+            generation,
         }
     }
 
