@@ -21,7 +21,7 @@
 use std::borrow::Cow;
 
 use timber_core::otlp_proto::{any_value, AnyValue, ExportLogsServiceRequest, KeyValue, LogRecord};
-use timber_core::{extra_key, Frame, Json, Runtime, Sink, System, Trace};
+use timber_core::{reserved_index, ExtraKeys, Frame, Json, Runtime, Sink, System, Trace};
 
 use crate::body::{decompress, Batch, BodyError, Encoding};
 use crate::store::{valid_source_id, MAX_SOURCE_ID_LEN};
@@ -355,13 +355,31 @@ fn write_frame(json: &mut Json, resource: &ResourceInfo, scope: Option<&str>, r:
         trace: trace(r),
     };
     let kept: Vec<&KeyValue> = attrs.iter().filter(|kv| !is_semantic(&kv.key)).collect();
+    // Every attribute named like a frame field becomes the same key: only the
+    // last of each is written (what a JSON reader keeps of repeated keys), so
+    // that a long renamed key is not written once per repetition.
+    let mut last = [None; timber_core::RESERVED_KEYS.len()];
+    for (i, kv) in kept.iter().enumerate() {
+        if let Some(r) = reserved_index(&kv.key) {
+            last[r] = Some(i);
+        }
+    }
+    let written =
+        |i: usize, kv: &KeyValue| reserved_index(&kv.key).is_none_or(|r| last[r] == Some(i));
+    let keys = ExtraKeys::new(kept.iter().map(|kv| kv.key.as_str()));
+    let count = kept
+        .iter()
+        .enumerate()
+        .filter(|(i, kv)| written(*i, kv))
+        .count();
     // The error goes before the context as the handler's frames have it:
     // written here as one more top-level entry, since it has a fourth key.
-    frame.begin(json, kept.len() + usize::from(has_error), false);
-    for kv in &kept {
-        let key = extra_key(&kv.key, |k| kept.iter().any(|o| o.key == k));
-        json.str(&key);
-        write_any(json, kv.value.as_ref());
+    frame.begin(json, count + usize::from(has_error), false);
+    for (i, kv) in kept.iter().enumerate() {
+        if written(i, kv) {
+            json.str(&keys.key(&kv.key));
+            write_any(json, kv.value.as_ref());
+        }
     }
     if has_error {
         json.str("error");

@@ -37,7 +37,9 @@ pub use decode::{escape_bytes, split_frames, transcode_one, DecodeError, Skip, M
 pub use destination::{otlp_proto, Answer, Kind, Outcome, Verdict};
 pub use encode::{Json, Msgpack, Sink};
 pub use engine::{Engine, EngineError, Pending, Refused};
-pub use event::{extra_key, hostname, write_frame, Event, Policy, Time, Trace, MAX_BACKTRACE};
+pub use event::{
+    hostname, reserved_index, write_frame, Event, ExtraKeys, Policy, Time, Trace, MAX_BACKTRACE,
+};
 pub use record::{ErrorInfo, Frame, Location, Runtime, System, RESERVED_KEYS};
 pub use settings::{Declared, Raw, Resolved, Settings, SettingsError, DECLARED};
 pub use stats::{Reason, Stats};
