@@ -82,3 +82,62 @@ def test_colliding_attribute_names_are_renamed_in_linear_time(start_collector: S
         assert frame["_" * i + "extra_dt"] == i
     assert frame["_" * 300 + "extra_dt"] == 9_999
     assert frame["dt"] == "1970-01-01T00:00:00.000000Z"
+
+
+# --- idempotency keys ---------------------------------------------------------------
+
+
+def pipelined(port: int, requests: list[bytes]) -> list[bytes]:
+    """Sends `requests` on one connection without waiting, then reads every
+    answer's status line and body; a fast client, as a retrying handler is not."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        s.sendall(b"".join(requests))
+        reader = s.makefile("rb")
+        answers = []
+        for _ in requests:
+            status = reader.readline()
+            length = 0
+            while (line := reader.readline()) not in (b"\r\n", b""):
+                name, _, value = line.partition(b":")
+                if name.lower() == b"content-length":
+                    length = int(value)
+            answers.append(status + reader.read(length))
+    return answers
+
+
+def keyed_request(source: str, key: str, body: bytes) -> bytes:
+    return (
+        f"POST /sources/{source}/frames HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/msgpack\r\nContent-Length: {len(body)}\r\n"
+        f"Idempotency-Key: {key}\r\n\r\n"
+    ).encode() + body
+
+
+def test_an_empty_batch_records_no_key(collector: Collector) -> None:
+    """An empty batch stores nothing, so its key is not remembered: fresh keys
+    on empty batches cost the collector no memory."""
+    first, again = pipelined(collector.port, [keyed_request("app", "k-empty", b"\x90")] * 2)
+    assert first.startswith(b"HTTP/1.1 202") and first.endswith(b'{"accepted":0}\n'), first
+    assert again.endswith(b'{"accepted":0}\n'), again
+
+
+def test_keys_of_all_sources_share_one_bound(start_collector: Start) -> None:
+    """Idempotency keys take at most a quarter of --max-memory, across every
+    source: 50 sources x 2,000 fresh 100-byte keys, about 30 MiB unbounded,
+    stay within the 2 MiB of `--max-memory 8MiB`; the newest keys are kept."""
+    c = start_collector("--quiet", "--max-memory", "8MiB")
+    body = b"\x91\x81\xa1n\x01"  # one frame, {"n": 1}
+    pipelined(c.port, [keyed_request("warm", f"w{i:099d}", body) for i in range(2000)])
+    before = status_kib(c.proc.pid, "VmRSS")
+    for s in range(50):
+        keys = [f"{s:02d}{i:098d}" for i in range(2000)]
+        answers = pipelined(c.port, [keyed_request(f"s{s}", k, body) for k in keys])
+        assert all(a.startswith(b"HTTP/1.1 202") for a in answers)
+    grown_mib = (status_kib(c.proc.pid, "VmRSS") - before) / 1024
+    assert grown_mib < 2 + 6, f"RSS grew {grown_mib:.1f} MiB for 100,000 keys"
+    # The latest keys are still remembered: a replay is not stored again.
+    replay = pipelined(c.port, [keyed_request("s49", f"49{1999:098d}", body)])[0]
+    assert replay.endswith(b'"replayed":true}\n'), replay
+    assert len(c.frames("s49")) == 2000

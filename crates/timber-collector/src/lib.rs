@@ -132,6 +132,10 @@ pub fn run(config: Config) -> Result<(), Error> {
         }
     };
 
+    // The keys' bound is a quarter of the bodies' own, so that one flag
+    // bounds what clients can make the collector hold.
+    let store = store.with_key_memory(config.max_memory / 4);
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("timber-collect")
