@@ -141,3 +141,92 @@ def test_keys_of_all_sources_share_one_bound(start_collector: Start) -> None:
     replay = pipelined(c.port, [keyed_request("s49", f"49{1999:098d}", body)])[0]
     assert replay.endswith(b'"replayed":true}\n'), replay
     assert len(c.frames("s49")) == 2000
+
+
+# --- slow clients -------------------------------------------------------------------
+
+
+def test_trickling_clients_are_cut_off_at_the_read_timeout(start_collector: Start) -> None:
+    """800 connections trickle a request head and 200 a body (declaring 9 MB),
+    one byte every half second, with `--read-timeout 2s`: every one is closed
+    by the read timeout (plus a margin) after its first byte, the bodies with
+    a 408, and a request sent meanwhile is answered at once (within 2 s), as
+    the trickling bodies hold no memory budget by the length they declare.
+    Before, the heads were never cut off (the deadline slept towards the idle
+    timeout) and the bodies held the budget until it ran out (10 s)."""
+    import resource
+    import selectors
+    import socket
+    import time
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    c = start_collector("--quiet", "--read-timeout", "2s", "--max-memory", "64MiB")
+    head = (
+        "POST /sources/app/frames HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        "Content-Type: application/msgpack\r\nContent-Length: 9000000\r\n\r\n"
+    ).encode()
+    socks: list[socket.socket] = []
+    first_byte: dict[socket.socket, float] = {}
+    sent: dict[socket.socket, int] = {}
+    sel = selectors.DefaultSelector()
+    for i in range(1000):
+        s = socket.create_connection(("127.0.0.1", c.port), timeout=10)
+        if i % 5 == 0:  # a body trickler: its whole head, then the body byte by byte
+            s.sendall(head)
+        else:
+            s.sendall(head[:1])
+        first_byte[s] = time.monotonic()
+        sent[s] = 0
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+        socks.append(s)
+    bodies = set(socks[::5])
+    closed: dict[socket.socket, float] = {}
+    answers: dict[socket.socket, bytes] = {}
+    waited: list[float] = []
+    started = time.monotonic()
+    next_byte = started + 0.5
+    while len(closed) < len(socks) and time.monotonic() - started < 20:
+        now = time.monotonic()
+        if now >= next_byte:
+            next_byte = now + 0.5
+            for s in socks:
+                if s in closed:
+                    continue
+                sent[s] += 1
+                chunk = b"\x91" if s in bodies else head[sent[s] : sent[s] + 1]
+                try:
+                    s.send(chunk if sent[s] < len(head) - 1 else b"x")
+                except OSError:
+                    pass
+        if not waited and now - started > 1.5:
+            # A legitimate request while every trickler is open.
+            t0 = time.monotonic()
+            status, _ = c.post("/sources/legit/frames", b"\x91\x81\xa1n\x01")
+            waited.append(time.monotonic() - t0)
+            assert status == 202
+        for key, _ in sel.select(timeout=0.05):
+            s = key.fileobj
+            assert isinstance(s, socket.socket)
+            try:
+                data = s.recv(4096)
+            except OSError:
+                data = b""
+            if data:
+                answers[s] = answers.get(s, b"") + data
+            else:
+                closed[s] = time.monotonic()
+                sel.unregister(s)
+    for s in socks:
+        s.close()
+    open_left = len(socks) - len(closed)
+    # 2 s of read timeout, and 2 s of margin for a loaded machine (they
+    # stayed open past 20 s, or 10 s for the bodies, before).
+    late = sorted(closed[s] - first_byte[s] for s in closed if closed[s] - first_byte[s] > 4)
+    assert open_left == 0 and not late, f"{open_left} still open, {len(late)} late: {late[:5]}"
+    assert all(answers.get(s, b"").startswith(b"HTTP/1.1 408") for s in bodies)
+    assert waited and waited[0] < 2, f"the request waited {waited[0]:.1f} s"
+    assert c.frames("legit") == [{"n": 1}]
