@@ -12,6 +12,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs, ScopeLogs
@@ -230,3 +231,106 @@ def test_trickling_clients_are_cut_off_at_the_read_timeout(start_collector: Star
     assert all(answers.get(s, b"").startswith(b"HTTP/1.1 408") for s in bodies)
     assert waited and waited[0] < 2, f"the request waited {waited[0]:.1f} s"
     assert c.frames("legit") == [{"n": 1}]
+
+
+# --- the decode budget of OTLP ------------------------------------------------------
+
+
+def field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field, written by hand to build bodies no
+    SDK would, as fast as the test needs them."""
+    key, length, out = number << 3 | 2, len(payload), bytearray()
+    for n in (key, length):
+        while n >= 0x80:
+            out.append(n & 0x7F | 0x80)
+            n >>= 7
+        out.append(n)
+    return bytes(out) + payload
+
+
+def wire_export(scope_logs: bytes) -> bytes:
+    return field(1, field(2, scope_logs))
+
+
+MAX_BODY = 10 << 20
+
+
+def worst_cases() -> dict[str, bytes]:
+    """OTLP bodies just under --max-body whose decoding takes the most memory
+    per byte: empty attributes (2 bytes on the wire each), an array of empty
+    values, and a long scope name repeated in the frame of each of many
+    empty records."""
+    room = MAX_BODY - 64
+    empty_attributes = field(2, b"\x32\x00" * (room // 2 - 8))
+    empty_values = field(2, field(5, field(5, b"\x0a\x00" * (room // 2 - 16))))
+    scope = field(1, field(1, b"s" * (1 << 20)))
+    records = b"\x12\x00" * ((room - len(scope)) // 2 - 8)
+    record = field(2, b"\x32\x00" * 1000)
+    many_records = record * (room // len(record))
+    return {
+        "empty attributes": wire_export(empty_attributes),
+        "records of empty attributes": wire_export(many_records),
+        "empty values": wire_export(empty_values),
+        "scope name per record": wire_export(scope + records),
+    }
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["empty attributes", "records of empty attributes", "empty values", "scope name per record"],
+)
+def test_otlp_decoding_stays_within_the_memory_budget(start_collector: Start, case: str) -> None:
+    """Four such requests at once: the collector's peak RSS stays under
+    --max-memory plus 64 MiB, and each takes under 5 s of CPU (the empty
+    attributes took about 350 MB each before, 1.36 GB for four). Each is
+    stored whole or refused with a reason, never half."""
+    import threading
+
+    body = worst_cases()[case]
+    assert len(body) <= MAX_BODY
+    c = start_collector("--quiet", "--max-memory", "128MiB")
+    results: list[tuple[int, bytes]] = []
+
+    def send() -> None:
+        results.append(post(c.port, "/v1/logs", body, PROTOBUF))
+
+    before = cpu_seconds(c.proc.pid)
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    used = cpu_seconds(c.proc.pid) - before
+    peak_mib = status_kib(c.proc.pid, "VmHWM") / 1024
+    assert len(results) == 4
+    assert {status for status, _ in results} <= {200, 413, 503}, results
+    assert peak_mib < 128 + 64, f"peak RSS {peak_mib:.0f} MiB"
+    assert used < 4 * 5, f"{used:.1f} s of CPU for four requests"
+    stored = sum(1 for status, _ in results if status == 200)
+    records = {"records of empty attributes": (MAX_BODY - 64) // 2003, "scope name per record": 0}
+    assert len(c.frames("otlp")) == stored * records.get(case, 1)
+
+
+def test_an_ordinary_large_export_fits_a_small_budget(start_collector: Start) -> None:
+    """The bound refuses what would not fit, not what is merely large: 20,000
+    ordinary records (about 3 MB) are stored whole under --max-memory 64MiB."""
+    c = start_collector("--quiet", "--max-memory", "64MiB")
+    records = [
+        LogRecord(
+            time_unix_nano=1_700_000_000_000_000_000 + i,
+            severity_text="INFO",
+            body=AnyValue(string_value=f"order {i} placed, total 520.23"),
+            attributes=[
+                KeyValue(key="order.id", value=AnyValue(int_value=i)),
+                KeyValue(key="user", value=AnyValue(string_value="someone@example.com")),
+                KeyValue(key="code.function.name", value=AnyValue(string_value="place")),
+                KeyValue(key="code.line.number", value=AnyValue(int_value=12)),
+            ],
+        )
+        for i in range(20_000)
+    ]
+    body = export(*records)
+    assert 2 << 20 < len(body) < 4 << 20
+    status, answer = post(c.port, "/v1/logs", body, PROTOBUF)
+    assert status == 200, answer
+    assert len(c.frames("app")) == 20_000

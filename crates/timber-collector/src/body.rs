@@ -26,6 +26,13 @@ pub enum BodyError {
     /// The body cannot be read as frames (400).
     #[error("{0}")]
     Invalid(String),
+    /// Decoding the body would take more memory than the whole decode
+    /// budget (413): it never fits, however long the client waits.
+    #[error("decoding this body takes more than {0} bytes of memory, the collector's whole decode budget (--max-memory): send it in smaller requests")]
+    TooCostly(u64),
+    /// Decoding the body needs more memory than is free now (503).
+    #[error("not enough memory free to decode this body now: try again shortly")]
+    Busy,
 }
 
 impl BodyError {
@@ -33,8 +40,9 @@ impl BodyError {
     pub fn status(&self) -> u16 {
         match self {
             BodyError::UnsupportedType(_) | BodyError::UnsupportedEncoding(_) => 415,
-            BodyError::TooLarge(_) => 413,
+            BodyError::TooLarge(_) | BodyError::TooCostly(_) => 413,
             BodyError::Invalid(_) => 400,
+            BodyError::Busy => 503,
         }
     }
 }

@@ -94,13 +94,69 @@ impl Budget {
         max_body: u64,
     ) -> Option<Reservation> {
         let bytes = decode_estimate(format, encoding, raw, max_body);
-        self.reserve_decode_bytes(bytes).await
+        reserve(&self.decode, self.decode_units, bytes).await
     }
 
     /// Reserves `bytes` of the decode pool, for a decoder that makes its own
-    /// estimate (OTLP's).
-    pub async fn reserve_decode_bytes(&self, bytes: u64) -> Option<Reservation> {
-        reserve(&self.decode, self.decode_units, bytes).await
+    /// estimate and takes more as it goes ([`Allowance`], OTLP's).
+    pub async fn reserve_decode_bytes(&self, bytes: u64) -> Option<Allowance> {
+        let held = reserve(&self.decode, self.decode_units, bytes).await?;
+        let units = held
+            .0
+            .iter()
+            .map(OwnedSemaphorePermit::num_permits)
+            .sum::<usize>();
+        Some(Allowance {
+            pool: Arc::clone(&self.decode),
+            total: self.decode_units,
+            units: u32::try_from(units).unwrap_or(u32::MAX),
+            held,
+        })
+    }
+}
+
+/// Decode memory held by one request, which its decoder checks before each
+/// step and grows from the pool without waiting (it runs off the async
+/// runtime, and a request that waits while holding could deadlock others).
+#[derive(Debug)]
+pub struct Allowance {
+    pool: Arc<Semaphore>,
+    total: u32,
+    units: u32,
+    held: Reservation,
+}
+
+/// Why an [`Allowance`] cannot grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Short {
+    /// The pool has not that much free now: worth retrying (503).
+    Now,
+    /// More than the whole pool: never (413).
+    Ever,
+}
+
+impl Allowance {
+    /// Makes sure `bytes` in all are held, taking the difference from the
+    /// pool if it is free now.
+    pub fn ensure(&mut self, bytes: u64) -> Result<(), Short> {
+        let wanted = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
+        if wanted <= self.units {
+            return Ok(());
+        }
+        if wanted > self.total {
+            return Err(Short::Ever);
+        }
+        let more = Arc::clone(&self.pool)
+            .try_acquire_many_owned(wanted - self.units)
+            .map_err(|_| Short::Now)?;
+        self.held.0.push(more);
+        self.units = wanted;
+        Ok(())
+    }
+
+    /// The most this allowance could ever hold: the whole pool.
+    pub fn most(&self) -> u64 {
+        u64::from(self.total) * UNIT
     }
 }
 

@@ -24,6 +24,7 @@ use timber_core::otlp_proto::{any_value, AnyValue, ExportLogsServiceRequest, Key
 use timber_core::{reserved_index, ExtraKeys, Frame, Json, Runtime, Sink, System, Trace};
 
 use crate::body::{decompress, Batch, BodyError, Encoding};
+use crate::budget::{Allowance, Short};
 use crate::store::{valid_source_id, MAX_SOURCE_ID_LEN};
 
 /// The source of records whose resource has no usable `service.name`.
@@ -99,12 +100,43 @@ impl OtlpFormat {
 
 /// What the decoders hand over, record by record, so that a request is
 /// never held decoded whole: each resource, then the records under it.
+/// Before decoding a piece as a tree they ask for the memory it may take;
+/// a `false` stops the walk.
 pub(crate) trait Visit {
+    /// Whether a resource or scope of `len` encoded bytes may be decoded.
+    fn room_for_tree(&mut self, _len: usize) -> bool {
+        true
+    }
+    /// Whether a record of `len` encoded bytes may be decoded and its frame
+    /// written, in the scope named.
+    fn room_for_record(&mut self, _scope: Option<&str>, _len: usize) -> bool {
+        true
+    }
     /// A `ResourceLogs` begins; its records follow.
     fn resource(&mut self, attributes: &[KeyValue]);
     /// One record, under the last resource, in the scope named.
     fn record(&mut self, scope: Option<&str>, record: &LogRecord);
 }
+
+/// Bytes a decoded tree (prost's messages, serde_json's values) may take per
+/// byte of its encoding: an empty attribute is 2 bytes on the wire and a
+/// 56-byte `KeyValue` in a vector that may have twice the room it uses,
+/// plus the reference the frame writer keeps (measured: 9.8 MB of empty
+/// attributes took about 350 MB).
+const TREE_PER_BYTE: u64 = 64;
+/// Most a frame adds to what its record holds: the frame's own keys, the
+/// time, the level, the context's names.
+const FRAME_FIXED: u64 = 512;
+/// Most a frame takes per byte of its record: JSON escapes a control
+/// character as `\u00XX`, a body that is not a string is escaped twice, and
+/// each of the five renamed frame-field names may be as long as the record.
+const FRAME_PER_BYTE: u64 = 12;
+/// Per byte of the scope name and the host name, which every frame repeats.
+const ESCAPED_PER_BYTE: u64 = 6;
+/// What OTLP-JSON's lists of raw items take per byte of the body: a
+/// 16-byte reference per item of at least 3 bytes, in a vector that may
+/// have twice the room it uses.
+const JSON_LISTS_PER_BYTE: u64 = 11;
 
 /// Decompresses and decodes an OTLP request, then maps its records to frames,
 /// one batch per source in the order the sources first appear. Records are
@@ -117,15 +149,60 @@ pub fn decode(
     max_body: u64,
 ) -> Result<Vec<(String, Batch)>, BodyError> {
     let body = decompress(encoding, raw, max_body)?;
-    let mut writer = Writer::default();
-    match format {
-        // Zero bytes are a valid, empty request in protobuf.
-        OtlpFormat::Protobuf => crate::otlp_wire::walk(&body, &mut writer)
-            .map_err(|e| BodyError::Invalid(format!("OTLP protobuf body: {e}")))?,
-        OtlpFormat::Json => {
-            crate::otlp_json::walk(&body, &mut writer).map_err(BodyError::Invalid)?
-        }
+    walk(format, &body, Writer::default())
+}
+
+/// [`decode`], within the memory `allowance` holds, which it grows as the
+/// records need: every piece is checked before it is decoded or written,
+/// so the memory taken never passes what is held. A body that would need
+/// more than the whole pool is refused (413), one that needs more than is
+/// free now too (503).
+pub fn decode_within(
+    format: OtlpFormat,
+    encoding: Encoding,
+    raw: &[u8],
+    max_body: u64,
+    allowance: &mut Allowance,
+) -> Result<Vec<(String, Batch)>, BodyError> {
+    let body = decompress(encoding, raw, max_body)?;
+    let plain = body.len() as u64;
+    let mut fixed = if encoding == Encoding::Identity {
+        0
+    } else {
+        plain
+    };
+    if format == OtlpFormat::Json {
+        fixed = fixed.saturating_add(plain.saturating_mul(JSON_LISTS_PER_BYTE));
     }
+    let mut writer = Writer {
+        bound: Some(Bound {
+            allowance,
+            fixed,
+            refused: None,
+        }),
+        ..Writer::default()
+    };
+    if !writer.room(0) {
+        return Err(writer.refusal());
+    }
+    walk(format, &body, writer)
+}
+
+fn walk(
+    format: OtlpFormat,
+    body: &[u8],
+    mut writer: Writer<'_>,
+) -> Result<Vec<(String, Batch)>, BodyError> {
+    let walked = match format {
+        // Zero bytes are a valid, empty request in protobuf.
+        OtlpFormat::Protobuf => crate::otlp_wire::walk(body, &mut writer)
+            .map_err(|e| BodyError::Invalid(format!("OTLP protobuf body: {e}"))),
+        OtlpFormat::Json => crate::otlp_json::walk(body, &mut writer).map_err(BodyError::Invalid),
+    };
+    if writer.bound.as_ref().is_some_and(|b| b.refused.is_some()) {
+        return Err(writer.refusal());
+    }
+    walked?;
     Ok(writer.finish())
 }
 
@@ -146,15 +223,88 @@ pub fn frames(request: &ExportLogsServiceRequest) -> Vec<(String, Batch)> {
 
 /// Frames being written, one batch per source.
 #[derive(Default)]
-struct Writer {
+struct Writer<'a> {
     out: Vec<(String, Batch)>,
     json: Json,
     resource: ResourceInfo,
     /// The batch of the current resource's source, in `out`.
     at: usize,
+    /// The memory the writing may take, when bounded.
+    bound: Option<Bound<'a>>,
 }
 
-impl Visit for Writer {
+/// The memory a bounded decoding holds, and what it takes besides frames.
+struct Bound<'a> {
+    allowance: &'a mut Allowance,
+    /// The decompressed body, and OTLP-JSON's lists of raw items.
+    fixed: u64,
+    refused: Option<BodyError>,
+}
+
+impl Writer<'_> {
+    /// Whether the allowance covers what is held now plus `next` bytes,
+    /// growing it if the pool has room; on failure the refusal is kept.
+    fn room(&mut self, next: u64) -> bool {
+        let Some(bound) = &mut self.bound else {
+            return true;
+        };
+        let lines: u64 = self
+            .out
+            .iter()
+            .map(|(_, b)| b.lines.capacity() as u64)
+            .sum();
+        let held = bound.fixed + lines + self.json.buf.capacity() as u64;
+        match bound.allowance.ensure(held.saturating_add(next)) {
+            Ok(()) => true,
+            Err(short) => {
+                bound.refused = Some(match short {
+                    Short::Now => BodyError::Busy,
+                    Short::Ever => BodyError::TooCostly(bound.allowance.most()),
+                });
+                false
+            }
+        }
+    }
+
+    fn refusal(&mut self) -> BodyError {
+        self.bound
+            .as_mut()
+            .and_then(|b| b.refused.take())
+            .unwrap_or(BodyError::Busy)
+    }
+}
+
+impl Visit for Writer<'_> {
+    fn room_for_tree(&mut self, len: usize) -> bool {
+        self.room(TREE_PER_BYTE.saturating_mul(len as u64))
+    }
+
+    fn room_for_record(&mut self, scope: Option<&str>, len: usize) -> bool {
+        if self.bound.is_none() {
+            return true;
+        }
+        let repeated =
+            scope.map_or(0, str::len) + self.resource.hostname.as_ref().map_or(0, String::len);
+        let frame = FRAME_FIXED
+            .saturating_add(FRAME_PER_BYTE.saturating_mul(len as u64))
+            .saturating_add(ESCAPED_PER_BYTE.saturating_mul(repeated as u64));
+        // The batch may have to grow for this frame: the old and the new
+        // room are both held while it moves.
+        let grow = self.out.get(self.at).map_or(0, |(_, b)| {
+            let (used, room) = (b.lines.len() as u64, b.lines.capacity() as u64);
+            if used.saturating_add(frame) > room {
+                (2 * room).max(used.saturating_add(frame))
+            } else {
+                0
+            }
+        });
+        // The scratch frame (and its growth), a body written as JSON text
+        // first, and the record's tree.
+        let scratch = (3 * frame).saturating_sub(self.json.buf.capacity() as u64) + 2 * frame;
+        let tree = TREE_PER_BYTE.saturating_mul(len as u64);
+        self.room(grow.saturating_add(scratch).saturating_add(tree))
+    }
+
     fn resource(&mut self, attributes: &[KeyValue]) {
         self.resource = ResourceInfo::of(attributes);
         let source = &self.resource.source;
@@ -182,7 +332,7 @@ impl Visit for Writer {
     }
 }
 
-impl Writer {
+impl Writer<'_> {
     fn finish(mut self) -> Vec<(String, Batch)> {
         self.out.retain(|(_, b)| b.frames > 0);
         self.out

@@ -22,6 +22,9 @@ use crate::otlp::Visit;
 
 type Result<T> = std::result::Result<T, String>;
 
+/// The walk stopped because the visitor has no memory for the next piece.
+const NO_ROOM: &str = "no memory to decode the body";
+
 /// Hands every record of an OTLP-JSON request to `visit`, each resource
 /// first. The envelopes are read as raw JSON, so that only one record at a
 /// time becomes a tree: a tree of the whole request took about 30 times the
@@ -35,6 +38,9 @@ pub(crate) fn walk(body: &[u8], visit: &mut impl Visit) -> Result<()> {
         let resource = match raw_get(&rl, "resource", "resource") {
             None => Vec::new(),
             Some(r) => {
+                if !visit.room_for_tree(r.len()) {
+                    return Err(NO_ROOM.into());
+                }
                 let r: Value = tree(r)?;
                 list(
                     object(&r, "resource")?,
@@ -51,11 +57,17 @@ pub(crate) fn walk(body: &[u8], visit: &mut impl Visit) -> Result<()> {
             let scope = match raw_get(&sl, "scope", "scope") {
                 None => None,
                 Some(s) => {
+                    if !visit.room_for_tree(s.len()) {
+                        return Err(NO_ROOM.into());
+                    }
                     let s: Value = tree(s)?;
                     Some(string(object(&s, "scope")?, "name", "name")?)
                 }
             };
             for rec in raw_list(&sl, "logRecords", "log_records")? {
+                if !visit.room_for_record(scope.as_deref(), rec.len()) {
+                    return Err(NO_ROOM.into());
+                }
                 let rec: Value = tree(rec)?;
                 visit.record(scope.as_deref(), &log_record(object(&rec, "logRecords")?)?);
             }
