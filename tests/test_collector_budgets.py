@@ -334,3 +334,48 @@ def test_an_ordinary_large_export_fits_a_small_budget(start_collector: Start) ->
     status, answer = post(c.port, "/v1/logs", body, PROTOBUF)
     assert status == 200, answer
     assert len(c.frames("app")) == 20_000
+
+
+def frames_cases() -> dict[str, tuple[str, bytes]]:
+    """Timber bodies just under --max-body whose JSON lines take the most
+    memory per byte: strings of control characters (6 bytes each once
+    escaped), nils (`null`), and tiny objects (a byte of msgpack, 3 of JSON)."""
+    import msgpack
+
+    controls = msgpack.packb([{"m": "\x01" * 9_000} for _ in range(1_100)])
+    nils = msgpack.packb([{"n": [None] * 9_000} for _ in range(1_100)])
+    tiny = b"[" + b",".join([b"{}"] * ((MAX_BODY - 2) // 3)) + b"]"
+    maps = b"\xdd" + (MAX_BODY - 5).to_bytes(4, "big") + b"\x80" * (MAX_BODY - 5)
+    return {
+        "tiny msgpack maps": ("application/msgpack", maps),
+        "control characters": ("application/msgpack", controls),
+        "nils": ("application/msgpack", nils),
+        "tiny JSON objects": ("application/json", tiny),
+    }
+
+
+@pytest.mark.parametrize(
+    "case", ["control characters", "nils", "tiny msgpack maps", "tiny JSON objects"]
+)
+def test_frames_decoding_stays_within_the_memory_budget(start_collector: Start, case: str) -> None:
+    """The Timber routes' decoding is bounded as OTLP's: four such bodies at
+    once stay under --max-memory plus 64 MiB, each stored whole or refused."""
+    import threading
+
+    content_type, body = frames_cases()[case]
+    assert len(body) <= MAX_BODY
+    c = start_collector("--quiet", "--max-memory", "128MiB")
+    results: list[tuple[int, bytes]] = []
+
+    def send() -> None:
+        results.append(post(c.port, "/sources/app/frames", body, {"Content-Type": content_type}))
+
+    threads = [threading.Thread(target=send) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    peak_mib = status_kib(c.proc.pid, "VmHWM") / 1024
+    assert len(results) == 4
+    assert {status for status, _ in results} <= {202, 413, 503}, results
+    assert peak_mib < 128 + 64, f"peak RSS {peak_mib:.0f} MiB"

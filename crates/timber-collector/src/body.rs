@@ -11,6 +11,8 @@ use std::io::Read;
 use timber_core::Json;
 use timber_core::{split_frames, transcode_one};
 
+use crate::budget::{Allowance, Short};
+
 /// Why a body is refused; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum BodyError {
@@ -82,6 +84,30 @@ impl Format {
     }
 }
 
+impl Format {
+    /// Memory decoding may take beyond the raw body at first: the
+    /// decompressed body (up to the limit, as its size is unknown until
+    /// done) and the output lines, which msgpack turned JSON makes about
+    /// twice as large. Decoding takes more as it goes if it needs it
+    /// ([`decode_within`]): strings of control characters grow 6 times.
+    pub fn decode_estimate(self, encoding: Encoding, raw: u64, max_body: u64) -> u64 {
+        let plain = match encoding {
+            Encoding::Identity => raw.min(max_body),
+            _ => max_body,
+        };
+        let decompressed = if encoding == Encoding::Identity {
+            0
+        } else {
+            plain
+        };
+        let lines = match self {
+            Format::Msgpack => plain.saturating_mul(2),
+            Format::Json | Format::Ndjson => plain,
+        };
+        decompressed.saturating_add(lines)
+    }
+}
+
 /// How the body is compressed, from its `Content-Encoding`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Encoding {
@@ -135,14 +161,73 @@ pub struct Batch {
 
 /// Decompresses `raw` and turns its frames into JSON lines.
 pub fn decode(format: Format, encoding: Encoding, raw: &[u8], max_body: u64) -> Result<Batch> {
+    decode_with(format, encoding, raw, max_body, None)
+}
+
+/// [`decode`], within the memory `allowance` holds, which it grows as the
+/// frames need: msgpack's lines are checked before each frame is written,
+/// so the memory taken never passes what is held. A body that would need
+/// more than the whole pool is refused (413), one that needs more than is
+/// free now too (503). JSON and NDJSON lines never outgrow their body.
+pub fn decode_within(
+    format: Format,
+    encoding: Encoding,
+    raw: &[u8],
+    max_body: u64,
+    allowance: &mut Allowance,
+) -> Result<Batch> {
+    decode_with(format, encoding, raw, max_body, Some(allowance))
+}
+
+fn decode_with(
+    format: Format,
+    encoding: Encoding,
+    raw: &[u8],
+    max_body: u64,
+    allowance: Option<&mut Allowance>,
+) -> Result<Batch> {
     let body = decompress(encoding, raw, max_body)?;
     if body.is_empty() {
         return Err(BodyError::Invalid("empty body".into()));
     }
+    let fixed = if encoding == Encoding::Identity {
+        0
+    } else {
+        body.len() as u64
+    };
+    let mut room = Room { allowance, fixed };
     match format {
-        Format::Msgpack => msgpack_lines(&body),
-        Format::Json => crate::json::json_lines(&body),
-        Format::Ndjson => crate::json::ndjson_lines(&body),
+        Format::Msgpack => msgpack_lines(&body, &mut room),
+        Format::Json => {
+            room.ensure(body.len() as u64 + 1)?;
+            crate::json::json_lines(&body)
+        }
+        Format::Ndjson => {
+            room.ensure(body.len() as u64 + 1)?;
+            crate::json::ndjson_lines(&body)
+        }
+    }
+}
+
+/// The memory a decoding may take, when bounded.
+struct Room<'a> {
+    allowance: Option<&'a mut Allowance>,
+    /// Held besides the output: the decompressed body.
+    fixed: u64,
+}
+
+impl Room<'_> {
+    /// Makes sure `bytes` more than the fixed part are held.
+    fn ensure(&mut self, bytes: u64) -> Result<()> {
+        let Some(allowance) = self.allowance.as_deref_mut() else {
+            return Ok(());
+        };
+        allowance
+            .ensure(self.fixed.saturating_add(bytes))
+            .map_err(|short| match short {
+                Short::Now => BodyError::Busy,
+                Short::Ever => BodyError::TooCostly(allowance.most()),
+            })
     }
 }
 
@@ -211,14 +296,38 @@ fn window_log(max_body: u64) -> u32 {
     needed.clamp(23, 27)
 }
 
-fn msgpack_lines(body: &[u8]) -> Result<Batch> {
+/// Most JSON a byte of msgpack becomes: a control character in a string is
+/// written `\u00XX`, a nil `null,`.
+const JSON_PER_MSGPACK_BYTE: u64 = 6;
+
+/// Bytes each frame's place in the list of frames takes, with spare room.
+const RANGE_BYTES: u64 = 2 * std::mem::size_of::<std::ops::Range<usize>>() as u64;
+
+fn msgpack_lines(body: &[u8], room: &mut Room<'_>) -> Result<Batch> {
     let invalid = |e| BodyError::Invalid(format!("msgpack body: {e}"));
+    // The list of frames takes 16 bytes per frame, which may be a byte each.
+    let ranges_bytes = RANGE_BYTES.saturating_mul(frames_declared(body));
+    room.ensure(ranges_bytes)?;
     // The split validates every frame, so transcoding below cannot fail on
     // bad input; it is still checked rather than trusted.
     let ranges = split_frames(body).map_err(invalid)?;
     let mut json = Json::new();
-    json.buf.reserve(body.len() * 2);
     for range in &ranges {
+        // Room for this frame's lines before they are written: the old and
+        // the new buffer are both held while it grows, and a binary value
+        // is escaped into a string of its own first.
+        let most = JSON_PER_MSGPACK_BYTE * range.len() as u64 + 1;
+        let (used, held) = (json.buf.len() as u64, json.buf.capacity() as u64);
+        let grown = if used + most > held {
+            (2 * held).max(used + most)
+        } else {
+            0
+        };
+        room.ensure(ranges_bytes + held + grown + 4 * range.len() as u64)?;
+        if grown > 0 {
+            json.buf
+                .reserve(usize::try_from(grown - used).unwrap_or(usize::MAX));
+        }
         let mut rd = &body[range.clone()];
         transcode_one(&mut rd, &mut json).map_err(invalid)?;
         json.buf.push(b'\n');
@@ -227,6 +336,24 @@ fn msgpack_lines(body: &[u8]) -> Result<Batch> {
         lines: json.buf,
         frames: ranges.len(),
     })
+}
+
+/// How many frames a msgpack body says it holds: an array's length, else 1.
+fn frames_declared(body: &[u8]) -> u64 {
+    let be = |n: usize| {
+        body.get(1..1 + n).map_or(0, |b| {
+            b.iter().fold(0u64, |acc, x| acc << 8 | u64::from(*x))
+        })
+    };
+    match body.first() {
+        Some(b @ 0x90..=0x9f) => u64::from(b & 0x0f),
+        Some(0xdc) => be(2),
+        Some(0xdd) => be(4),
+        _ => 1,
+    }
+    // An array longer than the body is refused by the split: never counted
+    // for more than a byte per frame.
+    .min(body.len() as u64)
 }
 
 #[cfg(test)]

@@ -19,8 +19,6 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::body::{Encoding, Format};
-
 /// Longest a request waits for its share of memory before 503.
 pub const BUDGET_WAIT: Duration = Duration::from_secs(10);
 
@@ -85,20 +83,8 @@ impl Budget {
         reserve(&self.read, self.read_units, bytes).await
     }
 
-    /// Reserves the estimated working memory of decoding `raw` bytes.
-    pub async fn reserve_decode(
-        &self,
-        format: Format,
-        encoding: Encoding,
-        raw: u64,
-        max_body: u64,
-    ) -> Option<Reservation> {
-        let bytes = decode_estimate(format, encoding, raw, max_body);
-        reserve(&self.decode, self.decode_units, bytes).await
-    }
-
-    /// Reserves `bytes` of the decode pool, for a decoder that makes its own
-    /// estimate and takes more as it goes ([`Allowance`], OTLP's).
+    /// Reserves `bytes` of the decode pool, a decoder's estimate of what it
+    /// needs, which it may grow as it goes ([`Allowance`]).
     pub async fn reserve_decode_bytes(&self, bytes: u64) -> Option<Allowance> {
         let held = reserve(&self.decode, self.decode_units, bytes).await?;
         let units = held
@@ -173,43 +159,9 @@ async fn reserve(pool: &Arc<Semaphore>, total: u32, bytes: u64) -> Option<Reserv
     Some(Reservation(vec![permit]))
 }
 
-/// Memory decoding may take beyond the raw body: the decompressed body (up to
-/// the limit, as its size is unknown until done) and the output lines, which
-/// msgpack turned JSON makes up to about twice as large (an estimate: strings
-/// full of control characters grow more).
-pub fn decode_estimate(format: Format, encoding: Encoding, raw: u64, max_body: u64) -> u64 {
-    let plain = match encoding {
-        Encoding::Identity => raw.min(max_body),
-        _ => max_body,
-    };
-    let decompressed = if encoding == Encoding::Identity {
-        0
-    } else {
-        plain
-    };
-    let lines = match format {
-        Format::Msgpack => plain.saturating_mul(2),
-        Format::Json | Format::Ndjson => plain,
-    };
-    decompressed.saturating_add(lines)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn estimates() {
-        let mib = 1 << 20;
-        assert_eq!(
-            decode_estimate(Format::Msgpack, Encoding::Identity, mib, 10 * mib),
-            2 * mib
-        );
-        assert_eq!(
-            decode_estimate(Format::Json, Encoding::Gzip, mib, 10 * mib),
-            20 * mib
-        );
-    }
 
     #[tokio::test]
     async fn reservations_wait_for_room_and_never_exceed_the_pool() {
@@ -222,9 +174,12 @@ mod tests {
         drop(a);
         let all = budget.reserve_read(u64::MAX).await.unwrap();
         drop(all);
-        assert!(budget
-            .reserve_decode(Format::Msgpack, Encoding::Identity, 1 << 20, 1 << 20)
-            .await
-            .is_some());
+        let mut decoding = budget.reserve_decode_bytes(1 << 20).await.unwrap();
+        // Growing never waits: what the pool has not is refused at once.
+        assert_eq!(decoding.ensure(decoding.most() + 1), Err(Short::Ever));
+        let other = budget.reserve_decode_bytes(1 << 20).await.unwrap();
+        assert_eq!(decoding.ensure(decoding.most()), Err(Short::Now));
+        drop(other);
+        assert_eq!(decoding.ensure(decoding.most()), Ok(()));
     }
 }

@@ -133,10 +133,6 @@ const FRAME_FIXED: u64 = 512;
 const FRAME_PER_BYTE: u64 = 12;
 /// Per byte of the scope name and the host name, which every frame repeats.
 const ESCAPED_PER_BYTE: u64 = 6;
-/// What OTLP-JSON's lists of raw items take per byte of the body: a
-/// 16-byte reference per item of at least 3 bytes, in a vector that may
-/// have twice the room it uses.
-const JSON_LISTS_PER_BYTE: u64 = 11;
 
 /// Decompresses and decodes an OTLP request, then maps its records to frames,
 /// one batch per source in the order the sources first appear. Records are
@@ -166,14 +162,11 @@ pub fn decode_within(
 ) -> Result<Vec<(String, Batch)>, BodyError> {
     let body = decompress(encoding, raw, max_body)?;
     let plain = body.len() as u64;
-    let mut fixed = if encoding == Encoding::Identity {
+    let fixed = if encoding == Encoding::Identity {
         0
     } else {
         plain
     };
-    if format == OtlpFormat::Json {
-        fixed = fixed.saturating_add(plain.saturating_mul(JSON_LISTS_PER_BYTE));
-    }
     let mut writer = Writer {
         bound: Some(Bound {
             allowance,
@@ -236,7 +229,7 @@ struct Writer<'a> {
 /// The memory a bounded decoding holds, and what it takes besides frames.
 struct Bound<'a> {
     allowance: &'a mut Allowance,
-    /// The decompressed body, and OTLP-JSON's lists of raw items.
+    /// The decompressed body.
     fixed: u64,
     refused: Option<BodyError>,
 }

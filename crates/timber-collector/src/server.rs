@@ -282,15 +282,17 @@ async fn ingest(
         return Ok(accepted(frames, true));
     }
     let max_body = state.max_body;
-    let decoding = state
+    let estimate = format.decode_estimate(encoding, raw.len() as u64, max_body);
+    let mut decoding = state
         .budget
-        .reserve_decode(format, encoding, raw.len() as u64, max_body)
+        .reserve_decode_bytes(estimate)
         .await
         .ok_or_else(out_of_memory)?;
 
     let store = Arc::clone(&state.store);
     let appended = tokio::task::spawn_blocking(move || {
-        let batch = body::decode(format, encoding, &raw, max_body).map_err(|e| body_refusal(&e))?;
+        let batch = body::decode_within(format, encoding, &raw, max_body, &mut decoding)
+            .map_err(|e| body_refusal(&e))?;
         drop(raw);
         let appended = append(&store, &source, &batch, key.as_deref())?;
         Ok::<_, Refusal>(match appended {
@@ -300,7 +302,7 @@ async fn ingest(
     })
     .await
     .map_err(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "storing frames failed"))??;
-    drop((reading, decoding));
+    drop(reading);
     Ok(accepted(appended.0, appended.1))
 }
 
