@@ -9,9 +9,15 @@ from __future__ import annotations
 import http.client
 import os
 import re
+import resource
+import selectors
+import socket
+import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import msgpack
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
@@ -39,7 +45,11 @@ def export(*records: LogRecord, service: str = "app") -> bytes:
     request = ExportLogsServiceRequest(
         resource_logs=[
             ResourceLogs(
-                resource={"attributes": [KeyValue(key="service.name", value=AnyValue(string_value=service))]},
+                resource={
+                    "attributes": [
+                        KeyValue(key="service.name", value=AnyValue(string_value=service))
+                    ]
+                },
                 scope_logs=[ScopeLogs(log_records=list(records))],
             )
         ]
@@ -91,8 +101,6 @@ def test_colliding_attribute_names_are_renamed_in_linear_time(start_collector: S
 def pipelined(port: int, requests: list[bytes]) -> list[bytes]:
     """Sends `requests` on one connection without waiting, then reads every
     answer's status line and body; a fast client, as a retrying handler is not."""
-    import socket
-
     with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
         s.sendall(b"".join(requests))
         reader = s.makefile("rb")
@@ -155,20 +163,15 @@ def test_trickling_clients_are_cut_off_at_the_read_timeout(start_collector: Star
     the trickling bodies hold no memory budget by the length they declare.
     Before, the heads were never cut off (the deadline slept towards the idle
     timeout) and the bodies held the budget until it ran out (10 s)."""
-    import resource
-    import selectors
-    import socket
-    import time
-
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 4096 if hard == resource.RLIM_INFINITY else min(hard, 4096)
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     c = start_collector("--quiet", "--read-timeout", "2s", "--max-memory", "64MiB")
     head = (
-        "POST /sources/app/frames HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        "Content-Type: application/msgpack\r\nContent-Length: 9000000\r\n\r\n"
-    ).encode()
+        b"POST /sources/app/frames HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/msgpack\r\nContent-Length: 9000000\r\n\r\n"
+    )
     socks: list[socket.socket] = []
     first_byte: dict[socket.socket, float] = {}
     sent: dict[socket.socket, int] = {}
@@ -284,8 +287,6 @@ def test_otlp_decoding_stays_within_the_memory_budget(start_collector: Start, ca
     --max-memory plus 64 MiB, and each takes under 5 s of CPU (the empty
     attributes took about 350 MB each before, 1.36 GB for four). Each is
     stored whole or refused with a reason, never half."""
-    import threading
-
     body = worst_cases()[case]
     assert len(body) <= MAX_BODY
     c = start_collector("--quiet", "--max-memory", "128MiB")
@@ -340,8 +341,6 @@ def frames_cases() -> dict[str, tuple[str, bytes]]:
     """Timber bodies just under --max-body whose JSON lines take the most
     memory per byte: strings of control characters (6 bytes each once
     escaped), nils (`null`), and tiny objects (a byte of msgpack, 3 of JSON)."""
-    import msgpack
-
     controls = msgpack.packb([{"m": "\x01" * 9_000} for _ in range(1_100)])
     nils = msgpack.packb([{"n": [None] * 9_000} for _ in range(1_100)])
     tiny = b"[" + b",".join([b"{}"] * ((MAX_BODY - 2) // 3)) + b"]"
@@ -360,8 +359,6 @@ def frames_cases() -> dict[str, tuple[str, bytes]]:
 def test_frames_decoding_stays_within_the_memory_budget(start_collector: Start, case: str) -> None:
     """The Timber routes' decoding is bounded as OTLP's: four such bodies at
     once stay under --max-memory plus 64 MiB, each stored whole or refused."""
-    import threading
-
     content_type, body = frames_cases()[case]
     assert len(body) <= MAX_BODY
     c = start_collector("--quiet", "--max-memory", "128MiB")
