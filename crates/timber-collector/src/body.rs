@@ -11,7 +11,7 @@ use std::io::Read;
 use timber_core::Json;
 use timber_core::{split_frames, transcode_one};
 
-use crate::budget::{Allowance, Short};
+use crate::budget::{Allowance, Exceeded, Room, Short};
 
 /// Why a body is refused; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -195,7 +195,10 @@ fn decode_with(
     } else {
         body.len() as u64
     };
-    let mut room = Room { allowance, fixed };
+    let mut room = match allowance {
+        Some(a) => Room::within(a, fixed),
+        None => Room::unbounded(),
+    };
     match format {
         Format::Msgpack => msgpack_lines(&body, &mut room),
         Format::Json => {
@@ -209,25 +212,12 @@ fn decode_with(
     }
 }
 
-/// The memory a decoding may take, when bounded.
-struct Room<'a> {
-    allowance: Option<&'a mut Allowance>,
-    /// Held besides the output: the decompressed body.
-    fixed: u64,
-}
-
-impl Room<'_> {
-    /// Makes sure `bytes` more than the fixed part are held.
-    fn ensure(&mut self, bytes: u64) -> Result<()> {
-        let Some(allowance) = self.allowance.as_deref_mut() else {
-            return Ok(());
-        };
-        allowance
-            .ensure(self.fixed.saturating_add(bytes))
-            .map_err(|short| match short {
-                Short::Now => BodyError::Busy,
-                Short::Ever => BodyError::TooCostly(allowance.most()),
-            })
+impl From<Exceeded> for BodyError {
+    fn from(e: Exceeded) -> Self {
+        match e.short {
+            Short::Now => BodyError::Busy,
+            Short::Ever => BodyError::TooCostly(e.most),
+        }
     }
 }
 

@@ -146,6 +146,59 @@ impl Allowance {
     }
 }
 
+/// The memory one decoding may take: unbounded, or an [`Allowance`] with
+/// what the decoding holds besides its output (the decompressed body).
+#[derive(Debug)]
+pub struct Room<'a> {
+    allowance: Option<&'a mut Allowance>,
+    fixed: u64,
+}
+
+/// A decoding that would pass its [`Room`]: why, and the whole pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exceeded {
+    /// Not now, or never.
+    pub short: Short,
+    /// The most the decoding could ever hold, in bytes.
+    pub most: u64,
+}
+
+impl<'a> Room<'a> {
+    /// No bound: for callers that are no request (tests, the fuzzer).
+    pub fn unbounded() -> Self {
+        Self {
+            allowance: None,
+            fixed: 0,
+        }
+    }
+
+    /// Within `allowance`, of which `fixed` bytes are held already.
+    pub fn within(allowance: &'a mut Allowance, fixed: u64) -> Self {
+        Self {
+            allowance: Some(allowance),
+            fixed,
+        }
+    }
+
+    /// Whether this room is bounded (else every check passes).
+    pub fn is_bounded(&self) -> bool {
+        self.allowance.is_some()
+    }
+
+    /// Makes sure `bytes` more than the fixed part are held.
+    pub fn ensure(&mut self, bytes: u64) -> Result<(), Exceeded> {
+        let Some(allowance) = self.allowance.as_deref_mut() else {
+            return Ok(());
+        };
+        allowance
+            .ensure(self.fixed.saturating_add(bytes))
+            .map_err(|short| Exceeded {
+                short,
+                most: allowance.most(),
+            })
+    }
+}
+
 async fn reserve(pool: &Arc<Semaphore>, total: u32, bytes: u64) -> Option<Reservation> {
     let wanted = u32::try_from(bytes.div_ceil(UNIT))
         .unwrap_or(u32::MAX)

@@ -24,7 +24,7 @@ use timber_core::otlp_proto::{any_value, AnyValue, ExportLogsServiceRequest, Key
 use timber_core::{reserved_index, ExtraKeys, Frame, Json, Runtime, Sink, System, Trace};
 
 use crate::body::{decompress, Batch, BodyError, Encoding};
-use crate::budget::{Allowance, Short};
+use crate::budget::{Allowance, Room};
 use crate::store::{valid_source_id, MAX_SOURCE_ID_LEN};
 
 /// The source of records whose resource has no usable `service.name`.
@@ -168,11 +168,7 @@ pub fn decode_within(
         plain
     };
     let mut writer = Writer {
-        bound: Some(Bound {
-            allowance,
-            fixed,
-            refused: None,
-        }),
+        room: Room::within(allowance, fixed),
         ..Writer::default()
     };
     if !writer.room(0) {
@@ -192,7 +188,7 @@ fn walk(
             .map_err(|e| BodyError::Invalid(format!("OTLP protobuf body: {e}"))),
         OtlpFormat::Json => crate::otlp_json::walk(body, &mut writer).map_err(BodyError::Invalid),
     };
-    if writer.bound.as_ref().is_some_and(|b| b.refused.is_some()) {
+    if writer.refused.is_some() {
         return Err(writer.refusal());
     }
     walked?;
@@ -215,55 +211,51 @@ pub fn frames(request: &ExportLogsServiceRequest) -> Vec<(String, Batch)> {
 }
 
 /// Frames being written, one batch per source.
-#[derive(Default)]
 struct Writer<'a> {
     out: Vec<(String, Batch)>,
     json: Json,
     resource: ResourceInfo,
     /// The batch of the current resource's source, in `out`.
     at: usize,
-    /// The memory the writing may take, when bounded.
-    bound: Option<Bound<'a>>,
-}
-
-/// The memory a bounded decoding holds, and what it takes besides frames.
-struct Bound<'a> {
-    allowance: &'a mut Allowance,
-    /// The decompressed body.
-    fixed: u64,
+    /// The memory the writing may take, and why it stopped if it did.
+    room: Room<'a>,
     refused: Option<BodyError>,
 }
 
+impl Default for Writer<'_> {
+    fn default() -> Self {
+        Self {
+            out: Vec::new(),
+            json: Json::default(),
+            resource: ResourceInfo::default(),
+            at: 0,
+            room: Room::unbounded(),
+            refused: None,
+        }
+    }
+}
+
 impl Writer<'_> {
-    /// Whether the allowance covers what is held now plus `next` bytes,
-    /// growing it if the pool has room; on failure the refusal is kept.
+    /// Whether the room covers what is held now plus `next` bytes, growing
+    /// it if the pool has room; on failure the refusal is kept.
     fn room(&mut self, next: u64) -> bool {
-        let Some(bound) = &mut self.bound else {
-            return true;
-        };
         let lines: u64 = self
             .out
             .iter()
             .map(|(_, b)| b.lines.capacity() as u64)
             .sum();
-        let held = bound.fixed + lines + self.json.buf.capacity() as u64;
-        match bound.allowance.ensure(held.saturating_add(next)) {
+        let held = lines + self.json.buf.capacity() as u64;
+        match self.room.ensure(held.saturating_add(next)) {
             Ok(()) => true,
-            Err(short) => {
-                bound.refused = Some(match short {
-                    Short::Now => BodyError::Busy,
-                    Short::Ever => BodyError::TooCostly(bound.allowance.most()),
-                });
+            Err(e) => {
+                self.refused = Some(e.into());
                 false
             }
         }
     }
 
     fn refusal(&mut self) -> BodyError {
-        self.bound
-            .as_mut()
-            .and_then(|b| b.refused.take())
-            .unwrap_or(BodyError::Busy)
+        self.refused.take().unwrap_or(BodyError::Busy)
     }
 }
 
@@ -273,7 +265,7 @@ impl Visit for Writer<'_> {
     }
 
     fn room_for_record(&mut self, scope: Option<&str>, len: usize) -> bool {
-        if self.bound.is_none() {
+        if !self.room.is_bounded() {
             return true;
         }
         let repeated =
