@@ -29,6 +29,7 @@ pub mod conn;
 pub mod gateway;
 mod json;
 pub mod limits;
+mod msgpack;
 pub mod otlp;
 mod otlp_http;
 mod otlp_json;

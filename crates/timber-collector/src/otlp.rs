@@ -20,6 +20,7 @@
 
 use std::borrow::Cow;
 
+use prost::Message;
 use timber_core::otlp_proto::{any_value, AnyValue, ExportLogsServiceRequest, KeyValue, LogRecord};
 use timber_core::{reserved_index, ExtraKeys, Frame, Json, Runtime, Sink, System, Trace};
 
@@ -131,8 +132,6 @@ const FRAME_FIXED: u64 = 512;
 /// character as `\u00XX`, a body that is not a string is escaped twice, and
 /// each of the five renamed frame-field names may be as long as the record.
 const FRAME_PER_BYTE: u64 = 12;
-/// Per byte of the scope name and the host name, which every frame repeats.
-const ESCAPED_PER_BYTE: u64 = 6;
 
 /// Decompresses and decodes an OTLP request, then maps its records to frames,
 /// one batch per source in the order the sources first appear. Records are
@@ -220,6 +219,9 @@ struct Writer<'a> {
     /// The memory the writing may take, and why it stopped if it did.
     room: Room<'a>,
     refused: Option<BodyError>,
+    /// The encoded size of the current resource's attributes: what of it a
+    /// frame repeats is at most as costly as the attributes themselves.
+    resource_len: u64,
 }
 
 impl Default for Writer<'_> {
@@ -231,6 +233,7 @@ impl Default for Writer<'_> {
             at: 0,
             room: Room::unbounded(),
             refused: None,
+            resource_len: 0,
         }
     }
 }
@@ -268,11 +271,13 @@ impl Visit for Writer<'_> {
         if !self.room.is_bounded() {
             return true;
         }
-        let repeated =
-            scope.map_or(0, str::len) + self.resource.hostname.as_ref().map_or(0, String::len);
+        // Every frame repeats the scope name and what it takes from the
+        // resource (the host name): a long one times many records is the
+        // costliest body of all.
+        let repeated = scope.map_or(0, str::len) as u64 + self.resource_len;
         let frame = FRAME_FIXED
             .saturating_add(FRAME_PER_BYTE.saturating_mul(len as u64))
-            .saturating_add(ESCAPED_PER_BYTE.saturating_mul(repeated as u64));
+            .saturating_add(FRAME_PER_BYTE.saturating_mul(repeated));
         // The batch may have to grow for this frame: the old and the new
         // room are both held while it moves.
         let grow = self.out.get(self.at).map_or(0, |(_, b)| {
@@ -291,6 +296,7 @@ impl Visit for Writer<'_> {
     }
 
     fn resource(&mut self, attributes: &[KeyValue]) {
+        self.resource_len = attributes.iter().map(Message::encoded_len).sum::<usize>() as u64;
         self.resource = ResourceInfo::of(attributes);
         let source = &self.resource.source;
         self.at = match self.out.iter().position(|(s, _)| s == source) {

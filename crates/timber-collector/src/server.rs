@@ -228,7 +228,7 @@ pub(crate) async fn receive(
             .reserve_start(expected)
             .await
             .ok_or(ReadError::OutOfMemory)?;
-        let raw = read_body(body, wire_limit, expected, &state.budget, &mut reading).await?;
+        let raw = read_body(body, wire_limit, declared, &state.budget, &mut reading).await?;
         Ok((raw, reading))
     };
     let (raw, reading) = tokio::time::timeout_at(deadline, read)
@@ -363,15 +363,17 @@ enum ReadError {
 
 /// Reads the body, stopping as soon as it passes `limit` bytes. `reading`
 /// holds the body's first bytes ([`START_BYTES`]); once more than that has
-/// arrived, the rest of the `expected` length is reserved in one go, so a
-/// body holds memory by what it sent, not by what it declares.
+/// arrived, the rest of its `declared` length (else of the limit) is
+/// reserved in one go, so a body holds memory by what it sent, not by what
+/// it declares.
 async fn read_body(
     mut body: Body,
     limit: u64,
-    expected: u64,
+    declared: Option<u64>,
     budget: &Budget,
     reading: &mut Reservation,
 ) -> Result<Vec<u8>, ReadError> {
+    let expected = declared.unwrap_or(limit);
     let start = usize::try_from(expected.min(START_BYTES)).unwrap_or(0);
     let mut buf = Vec::with_capacity(start);
     let mut reserved = expected.min(START_BYTES);
@@ -393,7 +395,9 @@ async fn read_body(
                         .ok_or(ReadError::OutOfMemory)?,
                 );
                 reserved += rest;
-                buf.reserve_exact(usize::try_from(reserved).unwrap_or(0) - buf.len());
+                if declared.is_some() {
+                    buf.reserve_exact(usize::try_from(reserved).unwrap_or(0) - buf.len());
+                }
             }
             buf.extend_from_slice(&data);
         }
