@@ -1,6 +1,7 @@
 """Every per-request cost of the collector is a bound, shown against a real
 `timber collect` on 127.0.0.1: colliding OTLP attribute names, the decode
-memory of OTLP bodies, idempotency keys across sources, and slow clients.
+memory of OTLP and Timber bodies, idempotency keys across sources, and slow
+clients.
 CPU and memory are read from /proc with generous bounds; no timing is
 asserted beyond "within the timeout plus a margin"."""
 
