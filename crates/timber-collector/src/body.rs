@@ -3,13 +3,13 @@
 //! becomes one compact JSON line.
 //!
 //! Msgpack is transcoded straight into JSON by the engine's decoder, without a
-//! tree in between; JSON and NDJSON bodies are read in [`crate::json`].
+//! tree in between ([`crate::msgpack`]); JSON and NDJSON bodies are read in
+//! [`crate::json`].
 
 use std::borrow::Cow;
 use std::io::Read;
 
-use timber_core::Json;
-use timber_core::{split_frames, transcode_one};
+use crate::budget::{Allowance, Exceeded, Room, Short};
 
 /// Why a body is refused; each maps to one HTTP status.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -26,6 +26,13 @@ pub enum BodyError {
     /// The body cannot be read as frames (400).
     #[error("{0}")]
     Invalid(String),
+    /// Decoding the body would take more memory than the whole decode
+    /// budget (413): it never fits, however long the client waits.
+    #[error("decoding this body takes more than {0} bytes of memory, the collector's whole decode budget (--max-memory): send it in smaller requests")]
+    TooCostly(u64),
+    /// Decoding the body needs more memory than is free now (503).
+    #[error("not enough memory free to decode this body now: try again shortly")]
+    Busy,
 }
 
 impl BodyError {
@@ -33,8 +40,9 @@ impl BodyError {
     pub fn status(&self) -> u16 {
         match self {
             BodyError::UnsupportedType(_) | BodyError::UnsupportedEncoding(_) => 415,
-            BodyError::TooLarge(_) => 413,
+            BodyError::TooLarge(_) | BodyError::TooCostly(_) => 413,
             BodyError::Invalid(_) => 400,
+            BodyError::Busy => 503,
         }
     }
 }
@@ -71,6 +79,30 @@ impl Format {
             .find(|(name, _)| media.eq_ignore_ascii_case(name))
             .map(|(_, format)| *format)
             .ok_or_else(|| BodyError::UnsupportedType(value.to_owned()))
+    }
+}
+
+impl Format {
+    /// Memory decoding may take beyond the raw body at first: the
+    /// decompressed body (up to the limit, as its size is unknown until
+    /// done) and the output lines, which msgpack turned JSON makes about
+    /// twice as large. Decoding takes more as it goes if it needs it
+    /// ([`decode_within`]): strings of control characters grow 6 times.
+    pub fn decode_estimate(self, encoding: Encoding, raw: u64, max_body: u64) -> u64 {
+        let plain = match encoding {
+            Encoding::Identity => raw.min(max_body),
+            _ => max_body,
+        };
+        let decompressed = if encoding == Encoding::Identity {
+            0
+        } else {
+            plain
+        };
+        let lines = match self {
+            Format::Msgpack => plain.saturating_mul(2),
+            Format::Json | Format::Ndjson => plain,
+        };
+        decompressed.saturating_add(lines)
     }
 }
 
@@ -127,14 +159,63 @@ pub struct Batch {
 
 /// Decompresses `raw` and turns its frames into JSON lines.
 pub fn decode(format: Format, encoding: Encoding, raw: &[u8], max_body: u64) -> Result<Batch> {
+    decode_with(format, encoding, raw, max_body, None)
+}
+
+/// [`decode`], within the memory `allowance` holds, which it grows as the
+/// frames need: msgpack's lines are checked before each frame is written,
+/// so the memory taken never passes what is held. A body that would need
+/// more than the whole pool is refused (413), one that needs more than is
+/// free now too (503). JSON and NDJSON lines never outgrow their body.
+pub fn decode_within(
+    format: Format,
+    encoding: Encoding,
+    raw: &[u8],
+    max_body: u64,
+    allowance: &mut Allowance,
+) -> Result<Batch> {
+    decode_with(format, encoding, raw, max_body, Some(allowance))
+}
+
+fn decode_with(
+    format: Format,
+    encoding: Encoding,
+    raw: &[u8],
+    max_body: u64,
+    allowance: Option<&mut Allowance>,
+) -> Result<Batch> {
     let body = decompress(encoding, raw, max_body)?;
     if body.is_empty() {
         return Err(BodyError::Invalid("empty body".into()));
     }
+    let fixed = if encoding == Encoding::Identity {
+        0
+    } else {
+        body.len() as u64
+    };
+    let mut room = match allowance {
+        Some(a) => Room::within(a, fixed),
+        None => Room::unbounded(),
+    };
     match format {
-        Format::Msgpack => msgpack_lines(&body),
-        Format::Json => crate::json::json_lines(&body),
-        Format::Ndjson => crate::json::ndjson_lines(&body),
+        Format::Msgpack => crate::msgpack::msgpack_lines(&body, &mut room),
+        Format::Json => {
+            room.ensure(body.len() as u64 + 1)?;
+            crate::json::json_lines(&body)
+        }
+        Format::Ndjson => {
+            room.ensure(body.len() as u64 + 1)?;
+            crate::json::ndjson_lines(&body)
+        }
+    }
+}
+
+impl From<Exceeded> for BodyError {
+    fn from(e: Exceeded) -> Self {
+        match e.short {
+            Short::Now => BodyError::Busy,
+            Short::Ever => BodyError::TooCostly(e.most),
+        }
     }
 }
 
@@ -201,24 +282,6 @@ fn looks_like_zlib(raw: &[u8]) -> bool {
 fn window_log(max_body: u64) -> u32 {
     let needed = 64 - max_body.saturating_sub(1).leading_zeros();
     needed.clamp(23, 27)
-}
-
-fn msgpack_lines(body: &[u8]) -> Result<Batch> {
-    let invalid = |e| BodyError::Invalid(format!("msgpack body: {e}"));
-    // The split validates every frame, so transcoding below cannot fail on
-    // bad input; it is still checked rather than trusted.
-    let ranges = split_frames(body).map_err(invalid)?;
-    let mut json = Json::new();
-    json.buf.reserve(body.len() * 2);
-    for range in &ranges {
-        let mut rd = &body[range.clone()];
-        transcode_one(&mut rd, &mut json).map_err(invalid)?;
-        json.buf.push(b'\n');
-    }
-    Ok(Batch {
-        lines: json.buf,
-        frames: ranges.len(),
-    })
 }
 
 #[cfg(test)]

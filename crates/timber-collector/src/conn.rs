@@ -6,7 +6,7 @@
 //!   │ EMFILE, or no slot: close the idle connection that waited longest
 //!   ▼
 //! idle (no request)        closed after idle_timeout
-//! head (bytes, no request) closed after read_timeout      body: see server.rs
+//! head (bytes, no request) closed read_timeout after its first byte   body: see server.rs
 //! busy (request running)   never closed from here; finishes on shutdown
 //! ```
 //!
@@ -66,6 +66,11 @@ enum Phase {
 struct ConnState {
     phase: Mutex<(Phase, Instant)>,
     shed: Notify,
+    /// Wakes the connection's task when the phase changes, so that the
+    /// deadline it sleeps until is the new phase's: a head whose first byte
+    /// came while the task slept towards the idle deadline was otherwise
+    /// never cut off at the read timeout.
+    changed: Notify,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -77,17 +82,20 @@ impl ConnState {
         Self {
             phase: Mutex::new((Phase::Idle, Instant::now())),
             shed: Notify::new(),
+            changed: Notify::new(),
         }
     }
 
     fn set(&self, phase: Phase) {
         *lock(&self.phase) = (phase, Instant::now());
+        self.changed.notify_one();
     }
 
     fn bytes_arrived(&self) {
         let mut p = lock(&self.phase);
         if p.0 == Phase::Idle {
             *p = (Phase::Head, Instant::now());
+            self.changed.notify_one();
         }
     }
 
@@ -251,6 +259,8 @@ async fn connection(
                     break;
                 }
             }
+            // A new phase: sleep until its deadline instead.
+            () = state.changed.notified() => {}
             changed = stop.changed(), if !stopping => {
                 stopping = true;
                 if changed.is_ok() {

@@ -29,6 +29,7 @@ pub mod conn;
 pub mod gateway;
 mod json;
 pub mod limits;
+mod msgpack;
 pub mod otlp;
 mod otlp_http;
 mod otlp_json;
@@ -132,6 +133,10 @@ pub fn run(config: Config) -> Result<(), Error> {
             (store, to)
         }
     };
+
+    // The keys' bound is a quarter of the bodies' own, so that one flag
+    // bounds what clients can make the collector hold.
+    let store = store.with_key_memory(config.max_memory / 4);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

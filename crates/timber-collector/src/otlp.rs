@@ -22,11 +22,14 @@
 //! sent, which a frame cannot hold: its row keeps them.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
+use prost::Message;
 use timber_core::otlp_proto::{any_value, AnyValue, ExportLogsServiceRequest, KeyValue, LogRecord};
-use timber_core::{extra_key, Frame, Json, Runtime, Sink, System, Trace};
+use timber_core::{reserved_index, ExtraKeys, Frame, Json, Runtime, Sink, System, Trace};
 
 use crate::body::{decompress, Batch, BodyError, Encoding};
+use crate::budget::{Allowance, Room};
 pub use crate::otlp_origin::{Decoded, Origin, Resource};
 use crate::store::{valid_source_id, MAX_SOURCE_ID_LEN};
 
@@ -103,12 +106,37 @@ impl OtlpFormat {
 
 /// What the decoders hand over, record by record, so that a request is
 /// never held decoded whole: each resource, then the records under it.
+/// Before decoding a piece as a tree they ask for the memory it may take;
+/// a `false` stops the walk.
 pub(crate) trait Visit {
+    /// Whether a resource or scope of `len` encoded bytes may be decoded.
+    fn room_for_tree(&mut self, _len: usize) -> bool {
+        true
+    }
+    /// Whether a record of `len` encoded bytes may be decoded and its frame
+    /// written, in the scope named.
+    fn room_for_record(&mut self, _scope: Option<&str>, _len: usize) -> bool {
+        true
+    }
     /// A `ResourceLogs` begins; its records follow.
     fn resource(&mut self, attributes: &[KeyValue]);
     /// One record, under the last resource, in the scope named.
     fn record(&mut self, scope: Option<&str>, record: &LogRecord);
 }
+
+/// Bytes a decoded tree (prost's messages, serde_json's values) may take per
+/// byte of its encoding: an empty attribute is 2 bytes on the wire and a
+/// 56-byte `KeyValue` in a vector that may have twice the room it uses,
+/// plus the reference the frame writer keeps (measured: 9.8 MB of empty
+/// attributes took about 350 MB).
+const TREE_PER_BYTE: u64 = 64;
+/// Most a frame adds to what its record holds: the frame's own keys, the
+/// time, the level, the context's names.
+const FRAME_FIXED: u64 = 512;
+/// Most a frame takes per byte of its record: JSON escapes a control
+/// character as `\u00XX`, a body that is not a string is escaped twice, and
+/// each of the five renamed frame-field names may be as long as the record.
+const FRAME_PER_BYTE: u64 = 12;
 
 /// Decompresses and decodes an OTLP request, then maps its records to frames,
 /// one batch per source in the order the sources first appear. Records are
@@ -121,15 +149,49 @@ pub fn decode(
     max_body: u64,
 ) -> Result<Decoded, BodyError> {
     let body = decompress(encoding, raw, max_body)?;
-    let mut writer = Writer::default();
-    match format {
-        // Zero bytes are a valid, empty request in protobuf.
-        OtlpFormat::Protobuf => crate::otlp_wire::walk(&body, &mut writer)
-            .map_err(|e| BodyError::Invalid(format!("OTLP protobuf body: {e}")))?,
-        OtlpFormat::Json => {
-            crate::otlp_json::walk(&body, &mut writer).map_err(BodyError::Invalid)?
-        }
+    walk(format, &body, Writer::default())
+}
+
+/// [`decode`], within the memory `allowance` holds, which it grows as the
+/// records need: every piece is checked before it is decoded or written,
+/// so the memory taken never passes what is held. A body that would need
+/// more than the whole pool is refused (413), one that needs more than is
+/// free now too (503).
+pub fn decode_within(
+    format: OtlpFormat,
+    encoding: Encoding,
+    raw: &[u8],
+    max_body: u64,
+    allowance: &mut Allowance,
+) -> Result<Decoded, BodyError> {
+    let body = decompress(encoding, raw, max_body)?;
+    let plain = body.len() as u64;
+    let fixed = if encoding == Encoding::Identity {
+        0
+    } else {
+        plain
+    };
+    let mut writer = Writer {
+        room: Room::within(allowance, fixed),
+        ..Writer::default()
+    };
+    if !writer.room(0) {
+        return Err(writer.refusal());
     }
+    walk(format, &body, writer)
+}
+
+fn walk(format: OtlpFormat, body: &[u8], mut writer: Writer<'_>) -> Result<Decoded, BodyError> {
+    let walked = match format {
+        // Zero bytes are a valid, empty request in protobuf.
+        OtlpFormat::Protobuf => crate::otlp_wire::walk(body, &mut writer)
+            .map_err(|e| BodyError::Invalid(format!("OTLP protobuf body: {e}"))),
+        OtlpFormat::Json => crate::otlp_json::walk(body, &mut writer).map_err(BodyError::Invalid),
+    };
+    if writer.refused.is_some() {
+        return Err(writer.refusal());
+    }
+    walked?;
     Ok(writer.finish())
 }
 
@@ -149,19 +211,104 @@ pub fn frames(request: &ExportLogsServiceRequest) -> Decoded {
 }
 
 /// Frames being written, one batch per source.
-#[derive(Default)]
-struct Writer {
+struct Writer<'a> {
     out: Decoded,
     json: Json,
     resource: ResourceInfo,
     /// The batch of the current resource's source, in `out`.
     at: usize,
+    /// The memory the writing may take, and why it stopped if it did.
+    room: Room<'a>,
+    refused: Option<BodyError>,
+    /// The encoded size of the current resource's attributes: what of it a
+    /// frame repeats is at most as costly as the attributes themselves.
+    resource_len: u64,
+    /// What is kept beside the frames (each record's origin, each
+    /// resource's attributes as text), in bytes.
+    beside: u64,
+    /// Where each source's batch is in `out`, so that a request of many
+    /// resources costs no scan per resource.
+    index: HashMap<String, usize>,
 }
 
-impl Visit for Writer {
+impl Default for Writer<'_> {
+    fn default() -> Self {
+        Self {
+            out: Decoded::default(),
+            json: Json::default(),
+            resource: ResourceInfo::default(),
+            at: 0,
+            room: Room::unbounded(),
+            refused: None,
+            resource_len: 0,
+            beside: 0,
+            index: HashMap::new(),
+        }
+    }
+}
+
+impl Writer<'_> {
+    /// Whether the room covers what is held now plus `next` bytes, growing
+    /// it if the pool has room; on failure the refusal is kept.
+    fn room(&mut self, next: u64) -> bool {
+        let lines: u64 = self
+            .out
+            .batches
+            .iter()
+            .map(|(_, b)| b.lines.capacity() as u64)
+            .sum();
+        let held = lines + self.json.buf.capacity() as u64 + self.beside;
+        match self.room.ensure(held.saturating_add(next)) {
+            Ok(()) => true,
+            Err(e) => {
+                self.refused = Some(e.into());
+                false
+            }
+        }
+    }
+
+    fn refusal(&mut self) -> BodyError {
+        self.refused.take().unwrap_or(BodyError::Busy)
+    }
+}
+
+impl Visit for Writer<'_> {
+    fn room_for_tree(&mut self, len: usize) -> bool {
+        self.room(TREE_PER_BYTE.saturating_mul(len as u64))
+    }
+
+    fn room_for_record(&mut self, scope: Option<&str>, len: usize) -> bool {
+        if !self.room.is_bounded() {
+            return true;
+        }
+        // Every frame repeats the scope name and what it takes from the
+        // resource (the host name): a long one times many records is the
+        // costliest body of all.
+        let repeated = scope.map_or(0, str::len) as u64 + self.resource_len;
+        let frame = FRAME_FIXED
+            .saturating_add(FRAME_PER_BYTE.saturating_mul(len as u64))
+            .saturating_add(FRAME_PER_BYTE.saturating_mul(repeated));
+        // The batch may have to grow for this frame: the old and the new
+        // room are both held while it moves.
+        let grow = self.out.batches.get(self.at).map_or(0, |(_, b)| {
+            let (used, room) = (b.lines.len() as u64, b.lines.capacity() as u64);
+            if used.saturating_add(frame) > room {
+                (2 * room).max(used.saturating_add(frame))
+            } else {
+                0
+            }
+        });
+        // The scratch frame (and its growth), a body written as JSON text
+        // first, and the record's tree.
+        let scratch = (3 * frame).saturating_sub(self.json.buf.capacity() as u64) + 2 * frame;
+        let tree = TREE_PER_BYTE.saturating_mul(len as u64);
+        self.room(grow.saturating_add(scratch).saturating_add(tree))
+    }
+
     fn resource(&mut self, attributes: &[KeyValue]) {
+        self.resource_len = attributes.iter().map(Message::encoded_len).sum::<usize>() as u64;
         self.resource = ResourceInfo::of(attributes);
-        self.out.resources.push(Resource {
+        let kept = Resource {
             service: find(attributes, &["service.name"])
                 .and_then(as_str)
                 .map(str::to_owned),
@@ -170,14 +317,23 @@ impl Visit for Writer {
                 .filter(|kv| !kv.key.is_empty())
                 .map(|kv| (kv.key.clone(), as_text(kv.value.as_ref())))
                 .collect(),
-        });
+        };
+        self.beside += (size_of::<Resource>()
+            + kept.service.as_ref().map_or(0, String::len)
+            + kept
+                .attributes
+                .iter()
+                .map(|(k, v)| size_of::<(String, String)>() + k.len() + v.len())
+                .sum::<usize>()) as u64;
+        self.out.resources.push(kept);
         let source = &self.resource.source;
         let out = &mut self.out;
-        self.at = match out.batches.iter().position(|(s, _)| s == source) {
-            Some(i) => i,
+        self.at = match self.index.get(source) {
+            Some(&i) => i,
             None => {
                 out.batches.push((source.clone(), Batch::default()));
                 out.origins.push(Vec::new());
+                self.index.insert(source.clone(), out.batches.len() - 1);
                 out.batches.len() - 1
             }
         };
@@ -195,6 +351,7 @@ impl Visit for Writer {
         batch.lines.extend_from_slice(&self.json.buf);
         batch.lines.push(b'\n');
         batch.frames += 1;
+        self.beside += (size_of::<Origin>() + record.severity_text.len()) as u64;
         self.out.origins[self.at].push(Origin {
             severity_text: record.severity_text.clone(),
             severity_number: record.severity_number,
@@ -203,7 +360,7 @@ impl Visit for Writer {
     }
 }
 
-impl Writer {
+impl Writer<'_> {
     fn finish(mut self) -> Decoded {
         let out = &mut self.out;
         let mut origins = std::mem::take(&mut out.origins).into_iter();
@@ -395,13 +552,31 @@ fn write_frame(json: &mut Json, resource: &ResourceInfo, scope: Option<&str>, r:
         trace: trace(r),
     };
     let kept: Vec<&KeyValue> = attrs.iter().filter(|kv| !is_semantic(&kv.key)).collect();
+    // Every attribute named like a frame field becomes the same key: only the
+    // last of each is written (what a JSON reader keeps of repeated keys), so
+    // that a long renamed key is not written once per repetition.
+    let mut last = [None; timber_core::RESERVED_KEYS.len()];
+    for (i, kv) in kept.iter().enumerate() {
+        if let Some(r) = reserved_index(&kv.key) {
+            last[r] = Some(i);
+        }
+    }
+    let written =
+        |i: usize, kv: &KeyValue| reserved_index(&kv.key).is_none_or(|r| last[r] == Some(i));
+    let keys = ExtraKeys::new(kept.iter().map(|kv| kv.key.as_str()));
+    let count = kept
+        .iter()
+        .enumerate()
+        .filter(|(i, kv)| written(*i, kv))
+        .count();
     // The error goes before the context as the handler's frames have it:
     // written here as one more top-level entry, since it has a fourth key.
-    frame.begin(json, kept.len() + usize::from(has_error), false);
-    for kv in &kept {
-        let key = extra_key(&kv.key, |k| kept.iter().any(|o| o.key == k));
-        json.str(&key);
-        write_any(json, kv.value.as_ref());
+    frame.begin(json, count + usize::from(has_error), false);
+    for (i, kv) in kept.iter().enumerate() {
+        if written(i, kv) {
+            json.str(&keys.key(&kv.key));
+            write_any(json, kv.value.as_ref());
+        }
     }
     if has_error {
         json.str("error");

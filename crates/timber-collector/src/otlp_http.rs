@@ -47,15 +47,15 @@ async fn otlp_ingest(
     } = receive(&state, &headers, key, body).await?;
     let max_body = state.max_body;
     let estimate = format.decode_estimate(encoding, raw.len() as u64, max_body);
-    let decoding = state
+    let mut decoding = state
         .budget
         .reserve_decode_bytes(estimate)
         .await
         .ok_or_else(out_of_memory)?;
     let store = Arc::clone(&state.store);
     tokio::task::spawn_blocking(move || {
-        let decoded =
-            otlp::decode(format, encoding, &raw, max_body).map_err(|e| body_refusal(&e))?;
+        let decoded = otlp::decode_within(format, encoding, &raw, max_body, &mut decoding)
+            .map_err(|e| body_refusal(&e))?;
         drop(raw);
         // The whole export or nothing: a client resends a refused one whole.
         store
@@ -65,7 +65,7 @@ async fn otlp_ingest(
     })
     .await
     .map_err(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "storing frames failed"))??;
-    drop((reading, decoding));
+    drop(reading);
     Ok((
         StatusCode::OK,
         [(

@@ -22,6 +22,9 @@ use crate::otlp::Visit;
 
 type Result<T> = std::result::Result<T, String>;
 
+/// The walk stopped because the visitor has no memory for the next piece.
+const NO_ROOM: &str = "no memory to decode the body";
+
 /// Hands every record of an OTLP-JSON request to `visit`, each resource
 /// first. The envelopes are read as raw JSON, so that only one record at a
 /// time becomes a tree: a tree of the whole request took about 30 times the
@@ -30,38 +33,55 @@ pub(crate) fn walk(body: &[u8], visit: &mut impl Visit) -> Result<()> {
     let text =
         std::str::from_utf8(body).map_err(|e| format!("OTLP-JSON body is not UTF-8: {e}"))?;
     let top = raw_object(text, "the request")?;
-    for rl in raw_list(&top, "resourceLogs", "resource_logs")? {
-        let rl = raw_object(rl, "resourceLogs")?;
-        let resource = match raw_get(&rl, "resource", "resource") {
-            None => Vec::new(),
-            Some(r) => {
-                let r: Value = tree(r)?;
-                list(
-                    object(&r, "resource")?,
-                    "attributes",
-                    "attributes",
-                    key_value,
-                )?
+    each_raw(&top, "resourceLogs", "resource_logs", |rl| {
+        walk_resource_logs(rl, visit)
+    })
+}
+
+fn walk_resource_logs(text: &str, visit: &mut impl Visit) -> Result<()> {
+    let rl = raw_object(text, "resourceLogs")?;
+    let resource = match raw_get(&rl, "resource", "resource") {
+        None => Vec::new(),
+        Some(r) => {
+            if !visit.room_for_tree(r.len()) {
+                return Err(NO_ROOM.into());
             }
-        };
-        visit.resource(&resource);
-        drop(resource);
-        for sl in raw_list(&rl, "scopeLogs", "scope_logs")? {
-            let sl = raw_object(sl, "scopeLogs")?;
-            let scope = match raw_get(&sl, "scope", "scope") {
-                None => None,
-                Some(s) => {
-                    let s: Value = tree(s)?;
-                    Some(string(object(&s, "scope")?, "name", "name")?)
-                }
-            };
-            for rec in raw_list(&sl, "logRecords", "log_records")? {
-                let rec: Value = tree(rec)?;
-                visit.record(scope.as_deref(), &log_record(object(&rec, "logRecords")?)?);
-            }
+            let r: Value = tree(r)?;
+            list(
+                object(&r, "resource")?,
+                "attributes",
+                "attributes",
+                key_value,
+            )?
         }
-    }
-    Ok(())
+    };
+    visit.resource(&resource);
+    drop(resource);
+    each_raw(&rl, "scopeLogs", "scope_logs", |sl| {
+        walk_scope_logs(sl, visit)
+    })
+}
+
+fn walk_scope_logs(text: &str, visit: &mut impl Visit) -> Result<()> {
+    let sl = raw_object(text, "scopeLogs")?;
+    let scope = match raw_get(&sl, "scope", "scope") {
+        None => None,
+        Some(s) => {
+            if !visit.room_for_tree(s.len()) {
+                return Err(NO_ROOM.into());
+            }
+            let s: Value = tree(s)?;
+            Some(string(object(&s, "scope")?, "name", "name")?)
+        }
+    };
+    each_raw(&sl, "logRecords", "log_records", |rec| {
+        if !visit.room_for_record(scope.as_deref(), rec.len()) {
+            return Err(NO_ROOM.into());
+        }
+        let rec: Value = tree(rec)?;
+        visit.record(scope.as_deref(), &log_record(object(&rec, "logRecords")?)?);
+        Ok(())
+    })
 }
 
 type RawMap<'a> = HashMap<Cow<'a, str>, &'a RawValue>;
@@ -82,14 +102,28 @@ fn raw_get<'a>(obj: &RawMap<'a>, camel: &str, snake: &str) -> Option<&'a str> {
         .filter(|r| *r != "null")
 }
 
-fn raw_list<'a>(obj: &RawMap<'a>, camel: &str, snake: &str) -> Result<Vec<&'a str>> {
-    match raw_get(obj, camel, snake) {
-        None => Ok(Vec::new()),
-        Some(text) => {
-            let items: Vec<&RawValue> = serde_json::from_str(text)
-                .map_err(|_| format!("OTLP-JSON: {camel} is not an array"))?;
-            Ok(items.into_iter().map(RawValue::get).collect())
+/// Calls `each` on every item of the list `obj[camel]` (else `obj[snake]`),
+/// one at a time, never holding the list of items.
+fn each_raw<'a>(
+    obj: &RawMap<'a>,
+    camel: &str,
+    snake: &str,
+    mut each: impl FnMut(&'a str) -> Result<()>,
+) -> Result<()> {
+    let Some(text) = raw_get(obj, camel, snake) else {
+        return Ok(());
+    };
+    let mut failed = None;
+    let read = crate::json::for_each_raw(text, |item| match each(item) {
+        Ok(()) => true,
+        Err(e) => {
+            failed = Some(e);
+            false
         }
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => read.map_err(|_| format!("OTLP-JSON: {camel} is not an array")),
     }
 }
 

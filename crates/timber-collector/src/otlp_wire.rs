@@ -15,6 +15,10 @@ use crate::otlp::Visit;
 
 type Result<T> = std::result::Result<T, String>;
 
+/// The walk stopped because the visitor has no memory for the next piece
+/// (the visitor knows why, and says so).
+const NO_ROOM: &str = "no memory to decode the body";
+
 /// Hands every record of the request to `visit`, each resource first.
 pub(crate) fn walk(body: &[u8], visit: &mut impl Visit) -> Result<()> {
     for field in Fields(body) {
@@ -29,6 +33,9 @@ fn resource_logs(buf: &[u8], visit: &mut impl Visit) -> Result<()> {
     let mut resource = Resource::default();
     for field in Fields(buf) {
         if let (1, bytes) = message(field?, 2, "ResourceLogs")? {
+            if !visit.room_for_tree(bytes.len()) {
+                return Err(NO_ROOM.into());
+            }
             // Repeated occurrences of a message field merge, as prost would.
             resource.merge(bytes).map_err(|e| e.to_string())?;
         }
@@ -47,6 +54,9 @@ fn scope_logs(buf: &[u8], visit: &mut impl Visit) -> Result<()> {
     let mut scope: Option<InstrumentationScope> = None;
     for field in Fields(buf) {
         if let (1, bytes) = message(field?, 2, "ScopeLogs")? {
+            if !visit.room_for_tree(bytes.len()) {
+                return Err(NO_ROOM.into());
+            }
             scope
                 .get_or_insert_with(InstrumentationScope::default)
                 .merge(bytes)
@@ -56,6 +66,9 @@ fn scope_logs(buf: &[u8], visit: &mut impl Visit) -> Result<()> {
     let name = scope.as_ref().map(|s| s.name.as_str());
     for field in Fields(buf) {
         if let (2, bytes) = message(field?, 2, "ScopeLogs")? {
+            if !visit.room_for_record(name, bytes.len()) {
+                return Err(NO_ROOM.into());
+            }
             let record = LogRecord::decode(bytes).map_err(|e| e.to_string())?;
             visit.record(name, &record);
         }

@@ -9,9 +9,9 @@
 //! ```
 //!
 //! A request is checked in order: key (401), source id and idempotency key
-//! (400), content type and encoding (415), size on the wire (413); it then
-//! waits for its share of the memory budget (503 beyond [`BUDGET_WAIT`]),
-//! its body must arrive within the read timeout (408); a replayed
+//! (400), content type and encoding (415), size on the wire (413); its
+//! body must then arrive within the read timeout (408), reserving its share
+//! of the memory budget as it arrives (503 beyond [`BUDGET_WAIT`]); a replayed
 //! idempotency key is answered 202 at once; decoding and the write run on
 //! the blocking pool, and only a stored batch is answered with 202.
 
@@ -31,7 +31,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::body::{self, BodyError, Encoding, Format};
-use crate::budget::{Budget, Reservation, BUDGET_WAIT};
+use crate::budget::{Budget, Reservation, BUDGET_WAIT, START_BYTES};
 use crate::conn::{self, Limits};
 use crate::recent::{valid_key, MAX_KEY_LEN};
 use crate::store::{valid_source_id, Appended, Store, StoreError};
@@ -218,12 +218,20 @@ pub(crate) async fn receive(
     if declared.is_some_and(|n| n > wire_limit) {
         return Err(body_refusal(&BodyError::TooLarge(max_body)));
     }
-    let reading = state
-        .budget
-        .reserve_read(declared.unwrap_or(wire_limit))
-        .await
-        .ok_or_else(out_of_memory)?;
-    let raw = tokio::time::timeout(state.read_timeout, read_body(body, wire_limit))
+    // The head is complete: the body has its own read timeout from here,
+    // waits for memory included, so that a slow body is cut off in time.
+    let deadline = tokio::time::Instant::now() + state.read_timeout;
+    let expected = declared.unwrap_or(wire_limit);
+    let read = async {
+        let mut reading = state
+            .budget
+            .reserve_start(expected)
+            .await
+            .ok_or(ReadError::OutOfMemory)?;
+        let raw = read_body(body, wire_limit, declared, &state.budget, &mut reading).await?;
+        Ok((raw, reading))
+    };
+    let (raw, reading) = tokio::time::timeout_at(deadline, read)
         .await
         .map_err(|_| {
             refuse(
@@ -233,6 +241,7 @@ pub(crate) async fn receive(
         })?
         .map_err(|err| match err {
             ReadError::TooLarge => body_refusal(&BodyError::TooLarge(max_body)),
+            ReadError::OutOfMemory => out_of_memory(),
             ReadError::Broken(reason) => refuse(StatusCode::BAD_REQUEST, &reason),
         })?;
     Ok(Received {
@@ -273,15 +282,17 @@ async fn ingest(
         return Ok(accepted(frames, true));
     }
     let max_body = state.max_body;
-    let decoding = state
+    let estimate = format.decode_estimate(encoding, raw.len() as u64, max_body);
+    let mut decoding = state
         .budget
-        .reserve_decode(format, encoding, raw.len() as u64, max_body)
+        .reserve_decode_bytes(estimate)
         .await
         .ok_or_else(out_of_memory)?;
 
     let store = Arc::clone(&state.store);
     let appended = tokio::task::spawn_blocking(move || {
-        let batch = body::decode(format, encoding, &raw, max_body).map_err(|e| body_refusal(&e))?;
+        let batch = body::decode_within(format, encoding, &raw, max_body, &mut decoding)
+            .map_err(|e| body_refusal(&e))?;
         drop(raw);
         let appended = append(&store, &source, &batch, key.as_deref())?;
         Ok::<_, Refusal>(match appended {
@@ -291,7 +302,7 @@ async fn ingest(
     })
     .await
     .map_err(|_| refuse(StatusCode::INTERNAL_SERVER_ERROR, "storing frames failed"))??;
-    drop((reading, decoding));
+    drop(reading);
     Ok(accepted(appended.0, appended.1))
 }
 
@@ -351,18 +362,47 @@ fn accepted(frames: usize, replayed: bool) -> Response {
 
 enum ReadError {
     TooLarge,
+    OutOfMemory,
     Broken(String),
 }
 
-/// Reads the body, stopping as soon as it passes `limit` bytes.
-async fn read_body(mut body: Body, limit: u64) -> Result<Vec<u8>, ReadError> {
-    let capacity = body.size_hint().exact().unwrap_or(0).min(limit);
-    let mut buf = Vec::with_capacity(usize::try_from(capacity).unwrap_or(0));
+/// Reads the body, stopping as soon as it passes `limit` bytes. `reading`
+/// holds the body's first bytes ([`START_BYTES`]); once more than that has
+/// arrived, the rest of its `declared` length (else of the limit) is
+/// reserved in one go, so a body holds memory by what it sent, not by what
+/// it declares.
+async fn read_body(
+    mut body: Body,
+    limit: u64,
+    declared: Option<u64>,
+    budget: &Budget,
+    reading: &mut Reservation,
+) -> Result<Vec<u8>, ReadError> {
+    let expected = declared.unwrap_or(limit);
+    let start = usize::try_from(expected.min(START_BYTES)).unwrap_or(0);
+    let mut buf = Vec::with_capacity(start);
+    let mut reserved = expected.min(START_BYTES);
     while let Some(frame) = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         let frame = frame.map_err(|e| ReadError::Broken(format!("cannot read body: {e}")))?;
         if let Ok(data) = frame.into_data() {
-            if (buf.len() + data.len()) as u64 > limit {
+            let len = (buf.len() + data.len()) as u64;
+            if len > limit {
                 return Err(ReadError::TooLarge);
+            }
+            if len > reserved {
+                // Past the first bytes (or past a length declared too
+                // short): the rest of the body, once.
+                let rest = expected.max(len).min(limit) - reserved;
+                reading.join(
+                    budget
+                        .reserve_read(rest)
+                        .await
+                        .ok_or(ReadError::OutOfMemory)?,
+                );
+                reserved += rest;
+                if declared.is_some() {
+                    buf.reserve_exact(usize::try_from(reserved).unwrap_or(0) - buf.len());
+                }
             }
             buf.extend_from_slice(&data);
         }

@@ -7,9 +7,9 @@
 //! number of sources fits in a fixed number of descriptors; only writes in
 //! progress, when every kept file is busy, may briefly hold one more each. [`Store::reopen`]
 //! (on SIGHUP) closes them all, so that files renamed by logrotate are left
-//! alone and new ones are created. Each source also remembers its recent
-//! idempotency keys ([`crate::recent`]), checked and recorded under the same
-//! lock as the write.
+//! alone and new ones are created. The store also remembers every source's
+//! recent idempotency keys ([`crate::recent`]) under one memory bound,
+//! checked and recorded while the source's lock is held for the write.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs::{File, OpenOptions};
@@ -22,6 +22,9 @@ use std::time::Instant;
 use crate::gateway::Forwarder;
 use crate::otlp::Decoded;
 use crate::recent::RecentKeys;
+
+/// Default memory bound of the idempotency keys, across all sources.
+pub const DEFAULT_KEY_MEMORY: usize = 64 << 20;
 
 /// Longest source id accepted, well under the file-name limit of common file systems.
 pub const MAX_SOURCE_ID_LEN: usize = 200;
@@ -76,6 +79,9 @@ pub struct Store {
     frames: AtomicU64,
     /// A gateway's engine, which takes the frames instead of the files.
     forward: Option<Forwarder>,
+    /// Every source's recent idempotency keys, under one memory bound;
+    /// taken after a source's lock, never before.
+    keys: Mutex<RecentKeys>,
 }
 
 #[derive(Debug, Default)]
@@ -98,7 +104,6 @@ struct SourceState {
     generation: u64,
     /// This source's key in `Sources::open`, while its file is open.
     tick: Option<u64>,
-    keys: RecentKeys,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -127,6 +132,7 @@ impl Store {
             generation: AtomicU64::new(0),
             frames: AtomicU64::new(0),
             forward: None,
+            keys: Mutex::new(RecentKeys::new(DEFAULT_KEY_MEMORY)),
         })
     }
 
@@ -141,6 +147,17 @@ impl Store {
             generation: AtomicU64::new(0),
             frames: AtomicU64::new(0),
             forward: Some(forward),
+            keys: Mutex::new(RecentKeys::new(DEFAULT_KEY_MEMORY)),
+        }
+    }
+
+    /// This store with its idempotency keys bounded to `bytes` across all
+    /// sources (the oldest forgotten first).
+    pub fn with_key_memory(self, bytes: u64) -> Self {
+        let bytes = usize::try_from(bytes).unwrap_or(usize::MAX);
+        Self {
+            keys: Mutex::new(RecentKeys::new(bytes)),
+            ..self
         }
     }
 
@@ -157,9 +174,7 @@ impl Store {
     /// The frames stored under `key` for `source`, if that key was stored
     /// recently: a cheap look before decoding a body that is a replay.
     pub fn replayed(&self, source: &str, key: &str) -> Option<usize> {
-        let src = lock(&self.sources).by_name.get(source).cloned()?;
-        let frames = lock(&src.state).keys.get(key, Instant::now());
-        frames
+        lock(&self.keys).get(source, key, Instant::now())
     }
 
     /// Appends `lines` (complete lines holding `frames` frames) to the file of
@@ -174,8 +189,10 @@ impl Store {
         key: Option<&str>,
     ) -> Result<Appended, StoreError> {
         let src = self.source(source);
+        // The source's lock is held from the look-up to the record, so that
+        // two requests with one key are never both written.
         let mut state = lock(&src.state);
-        if let Some(n) = key.and_then(|k| state.keys.get(k, Instant::now())) {
+        if let Some(n) = key.and_then(|k| self.replayed(source, k)) {
             return Ok(Appended::Replay(n));
         }
         if let (Some(forward), false) = (&self.forward, lines.is_empty()) {
@@ -195,8 +212,10 @@ impl Store {
             }
             written?;
         }
-        if let Some(k) = key {
-            state.keys.insert(k, frames, Instant::now());
+        // An empty batch stores nothing and records no key: fresh keys on
+        // empty batches would otherwise fill the memory for nothing.
+        if let (Some(k), true) = (key, frames > 0) {
+            lock(&self.keys).insert(source, k, frames, Instant::now());
         }
         self.frames.fetch_add(frames as u64, Ordering::Relaxed);
         Ok(Appended::Written)
@@ -223,7 +242,8 @@ impl Store {
             .collect();
         let now = Instant::now();
         if let Some(k) = key {
-            if let Some(n) = states.iter_mut().find_map(|(_, st)| st.keys.get(k, now)) {
+            let mut keys = lock(&self.keys);
+            if let Some(n) = states.iter().find_map(|(name, _)| keys.get(name, k, now)) {
                 return Ok(Appended::Replay(n));
             }
         }
@@ -235,15 +255,19 @@ impl Store {
         } else {
             self.write_all_or_none(decoded, &mut states)?;
         }
-        for (name, state) in &mut states {
-            let n: usize = decoded
-                .batches
-                .iter()
-                .filter(|(s, _)| s == name)
-                .map(|(_, b)| b.frames)
-                .sum();
-            if let Some(k) = key {
-                state.keys.insert(k, n, now);
+        // As in `append`: a source given no frames records no key.
+        if let Some(k) = key {
+            let mut keys = lock(&self.keys);
+            for (name, _) in &states {
+                let n: usize = decoded
+                    .batches
+                    .iter()
+                    .filter(|(s, _)| s == name)
+                    .map(|(_, b)| b.frames)
+                    .sum();
+                if n > 0 {
+                    keys.insert(name, k, n, now);
+                }
             }
         }
         self.frames.fetch_add(frames as u64, Ordering::Relaxed);

@@ -181,18 +181,60 @@ impl Default for Policy {
     }
 }
 
-/// The key an extra is sent under: its own name, or, for a name the frame
-/// uses itself, `extra_<name>` with as many leading `_` as it takes not to
-/// land on another extra's name.
-pub fn extra_key<'a>(name: &'a str, taken: impl Fn(&str) -> bool) -> Cow<'a, str> {
-    if !RESERVED_KEYS.contains(&name) {
-        return Cow::Borrowed(name);
+/// The keys the extras of one event are sent under: its own name, or, for a
+/// name the frame uses itself, `extra_<name>` with as many leading `_` as it
+/// takes not to land on another extra's name. The names that could be in
+/// the way (`_*extra_<reserved>`) are gathered in one pass over the names, so
+/// renaming costs time linear in them however many extras collide; a rescan
+/// of every name per extra and per `_` took seconds for one request.
+#[derive(Debug, Clone, Default)]
+pub struct ExtraKeys {
+    /// For each reserved name, how many leading `_` its key takes.
+    underscores: [usize; RESERVED_KEYS.len()],
+}
+
+impl ExtraKeys {
+    /// The renaming for an event whose extras are named `names` (all of them,
+    /// sent or not: a key never lands on any).
+    pub fn new<'a>(names: impl IntoIterator<Item = &'a str>) -> Self {
+        let mut taken: [Vec<usize>; RESERVED_KEYS.len()] = Default::default();
+        for name in names {
+            let rest = name.trim_start_matches('_');
+            if let Some(i) = rest.strip_prefix("extra_").and_then(reserved_index) {
+                taken[i].push(name.len() - rest.len());
+            }
+        }
+        let mut underscores = [0; RESERVED_KEYS.len()];
+        for (chosen, mut counts) in underscores.iter_mut().zip(taken) {
+            counts.sort_unstable();
+            counts.dedup();
+            // The fewest `_` that no name has: the first gap in 0, 1, 2, ...
+            *chosen = counts
+                .iter()
+                .enumerate()
+                .find(|(i, n)| *i != **n)
+                .map_or(counts.len(), |(i, _)| i);
+        }
+        Self { underscores }
     }
-    let mut key = format!("extra_{name}");
-    while taken(&key) {
-        key.insert(0, '_');
+
+    /// The key the extra `name` is sent under.
+    pub fn key<'a>(&self, name: &'a str) -> Cow<'a, str> {
+        match reserved_index(name) {
+            None => Cow::Borrowed(name),
+            Some(i) => {
+                let mut key = "_".repeat(self.underscores[i]);
+                key.push_str("extra_");
+                key.push_str(name);
+                Cow::Owned(key)
+            }
+        }
     }
-    Cow::Owned(key)
+}
+
+/// Which of [`RESERVED_KEYS`] `name` is, if any.
+pub fn reserved_index(name: &str) -> Option<usize> {
+    RESERVED_KEYS.iter().position(|r| *r == name)
 }
 
 /// The host name, read once: the kernel's, else `$HOSTNAME`.
@@ -263,9 +305,16 @@ fn write_fields<S: Sink, E: Event>(
         trace: event.trace(),
     };
     frame.begin(sink, (0..n).filter(sent).count(), error.is_some());
+    // Built only for an event that has an extra to rename.
+    let mut keys: Option<ExtraKeys> = None;
     for i in (0..n).filter(sent) {
         let name = event.extra_name(i);
-        let key = extra_key(name, |k| (0..n).any(|j| event.extra_name(j) == k));
+        let key = match reserved_index(name) {
+            None => Cow::Borrowed(name),
+            Some(_) => keys
+                .get_or_insert_with(|| ExtraKeys::new((0..n).map(|j| event.extra_name(j))))
+                .key(name),
+        };
         sink.str(&key);
         event.write_extra(i, &key, sink);
     }
@@ -428,5 +477,29 @@ mod tests {
             let m = Time::UnixSeconds(t).micros();
             assert!(m >= before && m <= now_micros(), "{t}");
         }
+    }
+
+    #[test]
+    fn extra_keys_take_the_fewest_underscores_free() {
+        let names = [
+            "dt",
+            "extra_dt",
+            "__extra_dt",
+            "level",
+            "_extra_level",
+            "x",
+            "extra_message",
+        ];
+        let keys = ExtraKeys::new(names);
+        assert_eq!(keys.key("dt"), "_extra_dt");
+        assert_eq!(keys.key("level"), "extra_level");
+        assert_eq!(keys.key("message"), "_extra_message");
+        assert_eq!(keys.key("context"), "extra_context");
+        assert_eq!(keys.key("x"), "x");
+        assert_eq!(keys.key("extra_dt"), "extra_dt");
+        // Every count of `_` from 0 to 999 taken: the key is the 1,000th.
+        let taken: Vec<String> = (0..1000).map(|i| "_".repeat(i) + "extra_error").collect();
+        let keys = ExtraKeys::new(taken.iter().map(String::as_str));
+        assert_eq!(keys.key("error"), "_".repeat(1000) + "extra_error");
     }
 }

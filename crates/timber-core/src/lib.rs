@@ -38,7 +38,9 @@ pub use decode::{escape_bytes, split_frames, transcode_one, DecodeError, Skip, M
 pub use destination::{display_url, otlp_proto, Answer, Kind, Outcome, Verdict};
 pub use encode::{Json, Msgpack, Sink};
 pub use engine::{Engine, EngineError, Pending, Refused};
-pub use event::{extra_key, hostname, write_frame, Event, Policy, Time, Trace, MAX_BACKTRACE};
+pub use event::{
+    hostname, reserved_index, write_frame, Event, ExtraKeys, Policy, Time, Trace, MAX_BACKTRACE,
+};
 pub use record::{ErrorInfo, Frame, Location, Runtime, System, RESERVED_KEYS};
 pub use redact::Redacting;
 pub use settings::{unknown_option, Declared, Raw, Resolved, Settings, SettingsError, DECLARED};
