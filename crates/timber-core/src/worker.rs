@@ -109,9 +109,10 @@ impl Sender {
             let verdict = p.destination.classify(&outcome, SystemTime::now());
             let server_wait = match verdict {
                 Verdict::Delivered => {
+                    p.queue.recovered();
                     return Fate::Delivered {
                         wire: body.bytes.len(),
-                    }
+                    };
                 }
                 Verdict::Reject(why) => {
                     p.counters.failed_attempts.fetch_add(1, Relaxed);
@@ -119,6 +120,7 @@ impl Sender {
                     return Fate::Dropped(Reason::Rejected);
                 }
                 Verdict::Partial { rejected, why } => {
+                    p.queue.recovered();
                     Self::rejected(p, rejected, &why);
                     return Fate::Partial {
                         wire: body.bytes.len(),
@@ -194,6 +196,7 @@ impl Sender {
         let c = &p.counters;
         match p.destination.classify(&outcome, SystemTime::now()) {
             Verdict::Delivered => {
+                p.queue.recovered();
                 c.sent.fetch_add(count, Relaxed);
                 c.batches_sent.fetch_add(1, Relaxed);
                 c.bytes_sent.fetch_add(body.bytes.len() as u64, Relaxed);
