@@ -38,7 +38,7 @@ pub use destination::{otlp_proto, Answer, Kind, Outcome, Verdict};
 pub use encode::{Json, Msgpack, Sink};
 pub use engine::{Engine, EngineError, Pending, Refused};
 pub use event::{extra_key, hostname, write_frame, Event, Policy, Time, Trace, MAX_BACKTRACE};
-pub use record::{ErrorInfo, Frame, Location, Runtime, System, RESERVED_KEYS};
+pub use record::{level_number, ErrorInfo, Frame, Location, Runtime, System, RESERVED_KEYS};
 pub use settings::{Declared, Raw, Resolved, Settings, SettingsError, DECLARED};
 pub use stats::{Reason, Stats};
 pub use value::{Builder, Value, CYCLE_MARKER, DEPTH_MARKER, MAX_DEPTH};
