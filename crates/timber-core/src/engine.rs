@@ -244,6 +244,9 @@ impl Engine {
     /// so a process that forks before logging has none to lose), except to
     /// replay what an earlier process left in the spool.
     pub fn new(resolved: Resolved) -> Result<Self, EngineError> {
+        // Read once, now: a fork while a first record read it lazily would
+        // copy its once-lock half-taken into the child.
+        crate::event::hostname();
         let s = &resolved.settings;
         let limits = Limits {
             batch_records: s.buffer_capacity,

@@ -238,6 +238,12 @@ impl Drop for PyEngine {
 static CLOSED: Mutex<Vec<Weak<Engine>>> = Mutex::new(Vec::new());
 static AT_EXIT: Once = Once::new();
 
+/// Registers the end-of-process report at import, so that no fork can copy
+/// its once-lock half-taken (see `names`).
+pub fn warm() {
+    AT_EXIT.call_once(register_at_exit);
+}
+
 /// Called under the GIL (so never while a fork copies the lock held).
 fn remember_closed(engine: &Arc<Engine>) {
     AT_EXIT.call_once(register_at_exit);

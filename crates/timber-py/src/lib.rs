@@ -8,6 +8,7 @@ mod convert;
 mod engine;
 mod format;
 mod frame;
+mod names;
 mod settings;
 
 use pyo3::prelude::*;
@@ -21,5 +22,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(collect::collect_main, m)?)?;
     m.add_function(wrap_pyfunction!(settings::declared, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    names::warm(m.py())?;
     Ok(())
 }
