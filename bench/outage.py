@@ -33,8 +33,10 @@ def free_port() -> int:
 
 def start_collector(port: int, out: Path) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "timber", "collect", "--listen", f"127.0.0.1:{port}"]
-        + ["--out", str(out), "--quiet", "--api-key", "k"],
+        [
+            *(sys.executable, "-m", "timber", "collect", "--listen", f"127.0.0.1:{port}"),
+            *("--out", str(out), "--quiet", "--api-key", "k"),
+        ],
         stdout=subprocess.PIPE,
     )
     assert proc.stdout is not None

@@ -93,7 +93,11 @@ class Uwsgi:
     def busy(self) -> None:
         """A request that logs, then stays inside the app until released."""
         self.busy_client = subprocess.Popen(
-            [sys.executable, "-c", f"import urllib.request as u; u.urlopen({self.url!r}, timeout=90)"],
+            [
+                sys.executable,
+                "-c",
+                f"import urllib.request as u; u.urlopen({self.url!r}, timeout=90)",
+            ],
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 30
@@ -112,9 +116,7 @@ class Uwsgi:
             Path(str(self.mark) + ".release").touch()
         else:
             self.proc.send_signal(
-                {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT, "SIGQUIT": signal.SIGQUIT}[
-                    how
-                ]
+                {"SIGTERM": signal.SIGTERM, "SIGINT": signal.SIGINT, "SIGQUIT": signal.SIGQUIT}[how]
             )
         try:
             self.proc.wait(60)
