@@ -18,10 +18,10 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.timeout(300)
 def test_a_fork_storm_while_a_thread_logs_hangs_no_child(start_collector: object) -> None:
-    # bench/fork_storm.py runs 20 rounds; a few fresh interpreters here,
-    # each forking 50 children while its first records are being logged.
+    # bench/fork_storm.py: 20 fresh interpreters, each forking 50 children
+    # while its first records are being logged.
     collector: Collector = start_collector("--quiet", "--api-key", "k")  # type: ignore[operator]
-    rounds, forks, records = 4, 50, 100
+    rounds, forks, records = 20, 50, 100
     proc = subprocess.run(
         [
             *(sys.executable, str(ROOT / "bench" / "fork_storm.py"), "--host", collector.url),
