@@ -353,7 +353,12 @@ impl Engine {
     /// the record to [`Pending::wait`] for.
     pub fn emit<E: Event>(&self, event: &E, context: &[(Box<str>, Value)]) -> Option<Pending<'_>> {
         if self.forked() {
-            // The parent's engine (see `forked`): its caller rebuilds.
+            // The parent's engine (see `forked`), closed to this process:
+            // counted refused, with atomics only (a caller that rebuilds
+            // with `for_child` never gets here).
+            let c = &self.pipeline.counters;
+            c.accepted.fetch_add(1, Ordering::Relaxed);
+            c.drop(Reason::Shutdown, 1);
             return None;
         }
         self.busy.fetch_add(1, Ordering::SeqCst);

@@ -14,6 +14,11 @@
 //! engine owns everything else: the [`Settings`] (every option declared
 //! once), the frame, the destination, the buffer, delivery and its
 //! accounting ([`Stats`]). What is public is what this file re-exports.
+//!
+//! Around the engines, `process` watches the process itself: a fork made
+//! anywhere (also in C) makes an engine its parent's
+//! ([`Engine::forked`], [`Engine::for_child`]), and engines registered with
+//! [`close_at_exit`] are closed at exit where nothing else closed them.
 
 mod compress;
 mod decode;
