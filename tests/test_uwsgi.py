@@ -37,6 +37,7 @@ log = logging.getLogger("app")
 log.setLevel(logging.INFO)
 log.addHandler(handler)
 log.info("loaded", extra={"who": {"pid": os.getpid(), "what": "loaded"}})
+open(f"{os.environ['MARK']}.loaded.{os.getpid()}", "w").close()
 
 def application(environ, start_response):
     busy = environ["PATH_INFO"] == "/busy"
@@ -84,6 +85,11 @@ class Uwsgi:
                 time.sleep(0.1)
         else:
             raise AssertionError(f"uwsgi did not start: {self.log.read_text()}")
+        # With --lazy-apps each worker loads the app itself: a stop while
+        # one still imports it would end the test's uWSGI, not test timber.
+        loads = 2 if "--lazy-apps" in options else 1
+        while len(list(tmp.glob("busy.loaded.*"))) < loads and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def get(self, path: str) -> None:
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))

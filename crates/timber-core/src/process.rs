@@ -7,8 +7,10 @@
 //!   built before the fork is then the parent's ([`crate::Engine::forked`]):
 //!   its locks may be held by threads that do not exist in the child, its
 //!   senders and spool lane are the parent's; the child builds its own
-//!   ([`crate::Engine::for_child`]). The hook only adds to an atomic, which
-//!   is all a child of a threaded process may safely do before it goes on.
+//!   ([`crate::Engine::for_child`]). The child's hook only adds to an
+//!   atomic and releases what the forking thread took before the fork (the
+//!   registry below and stderr's lock, so that no fork copies either of
+//!   them held by another thread).
 //! - **Exit.** A destructor of the loaded library (`.fini_array`), which
 //!   runs after every `atexit` hook, closes the engines still open,
 //!   delivering within their `shutdown_timeout`. Python's own exit closes
@@ -17,6 +19,8 @@
 //!   running Python's exit hooks.
 
 use crate::engine::Engine;
+use std::cell::RefCell;
+use std::io::StderrLock;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -50,8 +54,9 @@ pub(crate) fn hook_forks() {
 #[allow(unsafe_code)]
 fn install_at_fork() {
     // SAFETY: pthread_atfork only stores the three function pointers; each
-    // is an `extern "C" fn()` that touches atomics only (async-signal-safe,
-    // as the child of a threaded process requires) and never unwinds.
+    // is an `extern "C" fn()` that touches atomics and this thread's own
+    // stderr guard only (the child's hook no more than releases what the
+    // same thread took before the fork) and never unwinds.
     let rc = unsafe {
         libc::pthread_atfork(
             Some(before_fork),
@@ -64,16 +69,39 @@ fn install_at_fork() {
     }
 }
 
+thread_local! {
+    /// stderr's lock, held by the forking thread across the fork: a sender
+    /// thread writing a problem line at that moment would otherwise leave
+    /// it locked in the child, where the next line (the totals at exit)
+    /// would wait for good.
+    static STDERR: RefCell<Option<StderrLock<'static>>> = const { RefCell::new(None) };
+}
+
 extern "C" fn before_fork() {
     acquire();
+    let _ = STDERR.try_with(|held| {
+        if let Ok(mut held) = held.try_borrow_mut() {
+            *held = Some(std::io::stderr().lock());
+        }
+    });
+}
+
+fn release_stderr() {
+    let _ = STDERR.try_with(|held| {
+        if let Ok(mut held) = held.try_borrow_mut() {
+            held.take();
+        }
+    });
 }
 
 extern "C" fn after_in_parent() {
+    release_stderr();
     release();
 }
 
 extern "C" fn after_in_child() {
     GENERATION.fetch_add(1, Ordering::AcqRel);
+    release_stderr();
     release();
 }
 
