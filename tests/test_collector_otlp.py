@@ -106,6 +106,7 @@ def expected(r: logging.LogRecord, ids: tuple[int, int, int], host: str) -> dict
     frame: dict[str, Any] = {
         "dt": dt(r.created),
         "level": LEVELS[r.levelname],
+        "severity": int(r.levelno / 10),
         "message": r.getMessage(),
     }
     for k, v in vars(r).items():

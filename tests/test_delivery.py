@@ -71,6 +71,40 @@ def test_server_error_storm_then_everything_arrives(
     assert h.stats()["retries"] == 8
 
 
+def test_once_an_attempt_succeeds_the_batches_backing_off_go_at_once(
+    server: FaultServer, logger: logging.Logger
+) -> None:
+    # The outage ends with the first request that succeeds: the batches
+    # still waiting out their own backoff (up to 1,000 s here, full jitter)
+    # are sent then, not each after its own wait.
+    server.add_script([503, 503])
+    h = attach(
+        logger,
+        server.host,
+        buffer_capacity=10,
+        max_in_flight=3,
+        backoff_base=1000,
+        backoff_max=1000,
+        retry_timeout=3600,
+        flush_interval=0.1,
+        flush_timeout=30,
+    )
+    for i in range(10):
+        logger.info("first %d", i, extra={"i": i})
+    for i in range(10, 20):
+        logger.info("second %d", i, extra={"i": i})
+    server.wait_for_frames(0)
+    deadline = time.monotonic() + 30
+    while h.stats()["retries"] < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert h.stats()["retries"] == 2  # both batches backing off
+    for i in range(20, 30):
+        logger.info("after the outage %d", i, extra={"i": i})
+    assert h._engine.flush(30.0)
+    assert sorted(f["i"] for f in server.frames) == list(range(30))
+    assert [r.status for r in server.requests].count(503) == 2
+
+
 def test_retry_after_is_honoured(server: FaultServer, logger: logging.Logger) -> None:
     server.add_script([Step(429, retry_after="1")])
     h = attach(logger, server.host, **FAST)

@@ -125,7 +125,7 @@ def test_json_encoder_applies_to_extras_and_context_values() -> None:
     assert frame["price"] == "$1.00"
     assert frame["context"]["cart"] == {"total": "$520.23"}
     assert frame["extra_dt"] == "mine"
-    assert list(frame)[:3] == ["dt", "level", "message"]
+    assert list(frame)[:4] == ["dt", "level", "severity", "message"]
     assert frame["context"]["runtime"]["logger_name"] == "app"
 
 

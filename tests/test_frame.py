@@ -61,9 +61,10 @@ def test_seed_example_produces_the_documented_frame(server: FaultServer) -> None
         logger.removeHandler(handler)
         handler.close()
     [frame] = server.wait_for_frames(1)
-    assert list(frame) == ["dt", "level", "message", "order_placed", "context"]
+    assert list(frame) == ["dt", "level", "severity", "message", "order_placed", "context"]
     assert DT.match(frame["dt"])
     assert frame["level"] == "info"
+    assert frame["severity"] == 2
     assert frame["message"] == "Order #1234 placed, total: $520.23"
     assert frame["order_placed"] == {"id": 1234, "total": 520.23}
     ctx = frame["context"]
@@ -143,6 +144,39 @@ def test_levels_including_custom_names() -> None:
         50: "critical",
         7: "level 7",
     }
+
+
+LEVELS = (logging.DEBUG, logging.INFO, 25, logging.WARNING, logging.ERROR, 50, 7, 0)
+
+
+def test_severity_as_the_original_timber_client_sent_it(server: FaultServer) -> None:
+    # timber 2.1.0's create_frame: frame['severity'] = int(r['levelno'] / 10),
+    # right after `level`, custom levels included.
+    frames = ship(server, *(make_record(level=level) for level in LEVELS))
+    assert [f["severity"] for f in frames] == [int(level / 10) for level in LEVELS]
+    assert all(list(f)[:4] == ["dt", "level", "severity", "message"] for f in frames)
+    # The formatter writes the same frame.
+    formatted = [json.loads(timber.Formatter().format(make_record(level=lv))) for lv in LEVELS]
+    assert [f["severity"] for f in formatted] == [int(level / 10) for level in LEVELS]
+
+
+def test_severity_as_logtail_python_sends_it_to_better_stack(server: FaultServer) -> None:
+    # logtail-python 0.5.3's create_frame sends the same field, computed the
+    # same way, beside its lower-case level name.
+    h = timber.TimberHandler(destination="betterstack", api_key="tok", host=server.host)
+    for level in LEVELS:
+        h.handle(make_record(level=level))
+    h.flush()
+    h.close()
+    frames = server.wait_for_frames(len(LEVELS))
+    assert [f["severity"] for f in frames] == [int(level / 10) for level in LEVELS]
+    assert [f["level"] for f in frames][:2] == ["debug", "info"]
+
+
+def test_an_extra_named_severity_never_replaces_it() -> None:
+    frame = json.loads(timber.Formatter().format(make_record(extra={"severity": "high"})))
+    assert frame["severity"] == 2
+    assert frame["extra_severity"] == "high"
 
 
 def test_exception_becomes_structured_error() -> None:
@@ -230,7 +264,7 @@ def test_json_default_and_encoder_take_precedence() -> None:
     frame = json.loads(timber.Formatter(json_encoder=Encoder).format(record))
     assert frame["price"] == "$5.20"
     assert frame["when"] == "a date"
-    assert list(frame)[:5] == ["dt", "level", "message", "price", "when"]
+    assert list(frame)[:6] == ["dt", "level", "severity", "message", "price", "when"]
 
     class Failing(json.JSONEncoder):
         pass

@@ -83,7 +83,7 @@ with timber.context(job={'id': 123, 'count': 1}):
         "Background job execution completed",
     ]
     seed = frames[0]
-    assert list(seed) == ["dt", "level", "message", "order_placed", "context"]
+    assert list(seed) == ["dt", "level", "severity", "message", "order_placed", "context"]
     assert seed["context"]["user"] == {"id": 123}
     assert seed["context"]["runtime"]["function"] == "myFunc"
     assert [f["context"].get("job") for f in frames[5:]] == [

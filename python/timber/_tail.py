@@ -312,7 +312,9 @@ class _Printer:
         logger = runtime.get("logger_name") if isinstance(runtime, dict) else None
         message = frame.get("message")
         extras = [
-            (k, v) for k, v in frame.items() if k not in ("dt", "level", "message", "context")
+            (k, v)
+            for k, v in frame.items()
+            if k not in ("dt", "level", "severity", "message", "context")
         ]
         extras += [(k, v) for k, v in context.items() if k not in ("runtime", "system")]
         return format_line(

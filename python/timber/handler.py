@@ -157,6 +157,9 @@ class TimberHandler(logging.Handler):
 
     def _raise_delivery_problems(self, done: bool) -> None:
         stats = self._engine.stats()
+        if stats["dropped"] < self._dropped_reported:
+            # A forked child: the engine counts this process's records only.
+            self._dropped_reported = 0
         dropped = stats["dropped"] - self._dropped_reported
         self._dropped_reported = stats["dropped"]
         if dropped:
@@ -193,23 +196,6 @@ class TimberHandler(logging.Handler):
     def stats(self) -> dict[str, Any]:
         """Counters of what happened to records so far."""
         return self._engine.stats()
-
-    def _after_fork_in_child(self) -> None:
-        # The parent's buffer, threads and connections stay the parent's: it
-        # sends what it buffered. This process starts afresh.
-        old = self._engine
-        try:
-            engine = self._new_engine()
-        except Exception:
-            # The spool could not be opened here: log without it rather than
-            # lose this process's records.
-            self._options["spool_dir"] = None
-            engine = self._new_engine()
-        old.abandon()
-        engine.raise_exceptions = old.raise_exceptions
-        self._engine = engine
-        self._emit = engine.emit
-        self._dropped_reported = 0
 
     def __repr__(self) -> str:
         level = logging.getLevelName(self.level)
@@ -257,11 +243,6 @@ def _close_all() -> None:
     deadline = time.monotonic() + max(timeouts)
     for handler, timeout in zip(handlers, timeouts, strict=True):
         handler._close(max(0.0, min(timeout, deadline - time.monotonic())))
-
-
-def _after_fork_in_child() -> None:
-    for handler in list(_live):
-        handler._after_fork_in_child()
 
 
 class _Anchor:
@@ -341,8 +322,6 @@ def _exit_begins() -> None:
         handler._engine.end_waits()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 # Runs when the interpreter starts exiting, before it joins threads (the
 # hook concurrent.futures uses); atexit would be too late.
 _register_threading_atexit = getattr(threading, "_register_atexit", None)

@@ -205,6 +205,8 @@ impl FrameEvent {
                 ("dt", Value::Str(s)) => event.time = parse_time(&s).unwrap_or(Time::Now),
                 ("level", Value::Str(s)) => event.level = level_name(&s),
                 ("message", Value::Str(s)) => event.message = s.into(),
+                // The level's number over ten: the level name says it.
+                ("severity", Value::Int(_)) => {}
                 ("error", Value::Map(e)) => {
                     event.stacktrace = str_of(&e, "stacktrace").map(str::to_owned);
                     event.error = Some(error(&e));

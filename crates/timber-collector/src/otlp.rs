@@ -484,6 +484,17 @@ pub fn level(severity_text: &str, severity_number: i32) -> Cow<'_, str> {
     }
 }
 
+/// The frame's `severity` (Python's level number over ten) of a record:
+/// the inverse of the SDK's table from level numbers to severity numbers
+/// (5 to 8 are 10 to 19, 9 to 12 are 20 to 29, ...; 1 to 4, below debug,
+/// are 0), else from the level's name.
+fn severity(severity_number: i32, level: &str) -> i64 {
+    match severity_number {
+        1..=24 => i64::from(severity_number - 1) / 4,
+        _ => timber_core::level_number(level) / 10,
+    }
+}
+
 /// The trace context, when the ids are of the right length and not all zero
 /// (the specification's invalid ids).
 fn trace(record: &LogRecord) -> Option<Trace> {
@@ -533,6 +544,7 @@ fn write_frame(json: &mut Json, resource: &ResourceInfo, scope: Option<&str>, r:
     let frame = Frame {
         dt_micros,
         level: &level,
+        severity: Some(severity(r.severity_number, &level)),
         message: &message,
         runtime: Runtime {
             function: text(&["code.function.name", "code.function"]),

@@ -106,7 +106,7 @@ fn a_full_record_becomes_the_handlers_frame() {
     assert_eq!(
         lines(&out[0].1),
         [concat!(
-            r#"{"dt":"2019-03-04T03:44:21.221232Z","level":"error","message":"payment failed","#,
+            r#"{"dt":"2019-03-04T03:44:21.221232Z","level":"error","severity":4,"message":"payment failed","#,
             r#""order_id":1234,"cart":{"items":3,"tags":["a"]},"ratio":0.5,"extra_level":"user's own","#,
             r#""error":{"name":"ValueError","message":"bad card","backtrace":[],"stacktrace":"Traceback ..."},"#,
             r#""context":{"runtime":{"function":"pay","file":"/app/orders.py","line":42,"#,
@@ -145,7 +145,7 @@ fn a_bare_record_has_nulls_and_no_error_or_trace() {
     assert_eq!(
         lines(&out[0].1),
         [concat!(
-            r#"{"dt":"2001-09-09T01:46:40.123456Z","level":"info","message":"{\"k\":true}","#,
+            r#"{"dt":"2001-09-09T01:46:40.123456Z","level":"info","severity":2,"message":"{\"k\":true}","#,
             r#""context":{"runtime":{"function":null,"file":null,"line":null,"thread_id":null,"#,
             r#""thread_name":null,"logger_name":null},"#,
             r#""system":{"pid":null,"process_name":null,"hostname":null}}}"#
@@ -326,4 +326,17 @@ fn base64_of_bytes() {
     assert_eq!(base64(b"Man"), "TWFu");
     assert_eq!(base64(b"Ma"), "TWE=");
     assert_eq!(base64(b""), "");
+}
+
+#[test]
+fn severity_is_the_python_level_number_over_ten() {
+    // The severity numbers the SDK's table gives levels 0, 5, 10, ... 55.
+    let numbers = [0, 0, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24];
+    let sent: Vec<i64> = numbers.iter().map(|&n| severity(n, "x")).collect();
+    let direct: Vec<i64> = (0..12).map(|i| i * 5 / 10).collect();
+    // Below 10 the SDK writes 0 (unspecified): the name decides, and "x"
+    // is no level.
+    assert_eq!(sent, direct);
+    assert_eq!(severity(0, "warn"), 3);
+    assert_eq!(severity(0, "level 7"), 0);
 }

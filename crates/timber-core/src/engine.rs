@@ -210,6 +210,9 @@ pub struct Engine {
     /// The totals last printed (dropped, handled), so that records refused
     /// after close are printed again, never left out of the last line.
     reported: Mutex<(u64, u64)>,
+    /// The fork generation of the process that built it
+    /// ([`crate::process::generation`]).
+    generation: u64,
 }
 
 /// A record that found the buffer full with `drop_extra_events=False`:
@@ -261,6 +264,11 @@ impl Engine {
     /// so a process that forks before logging has none to lose), except to
     /// replay what an earlier process left in the spool.
     pub fn new(resolved: Resolved) -> Result<Self, EngineError> {
+        // Read once, now: a fork while a first record read it lazily would
+        // copy its once-lock half-taken into the child.
+        crate::event::hostname();
+        crate::process::hook_forks();
+        let generation = crate::process::generation();
         let s = &resolved.settings;
         let limits = Limits {
             batch_records: s.buffer_capacity,
@@ -291,11 +299,39 @@ impl Engine {
             closed: AtomicBool::new(false),
             busy: AtomicUsize::new(0),
             reported: Mutex::new((0, 0)),
+            generation,
         };
         if backlog {
             engine.start();
         }
         Ok(engine)
+    }
+
+    /// Whether this process was forked from the one that built the engine
+    /// (wherever the fork was made): then the engine is the parent's, and
+    /// touches nothing any more (its locks may be held by threads that do
+    /// not exist here); [`Engine::for_child`] builds this process's own.
+    pub fn forked(&self) -> bool {
+        self.generation != crate::process::generation()
+    }
+
+    /// A new engine for a forked child, with the same settings, an empty
+    /// buffer, and its own counters, threads, connections and spool lane
+    /// (without the spool if that cannot be opened here: the child's
+    /// records are logged rather than lost). Closed if this one was closed.
+    /// Reads only this engine's settings, never its locks.
+    pub fn for_child(&self) -> Engine {
+        let resolved = self.pipeline.resolved.clone();
+        let engine = Engine::new(resolved.clone()).unwrap_or_else(|_| {
+            let mut resolved = resolved;
+            resolved.settings.spool_dir = None;
+            Engine::new(resolved).expect("settings that built an engine build one without a spool")
+        });
+        if self.is_closed() {
+            engine.closed.store(true, Ordering::Release);
+            engine.pipeline.queue.close();
+        }
+        engine
     }
 
     /// The settings it runs with.
@@ -333,6 +369,15 @@ impl Engine {
     /// waiting. With `drop_extra_events=False` and a full buffer, returns
     /// the record to [`Pending::wait`] for.
     pub fn emit<E: Event>(&self, event: &E, context: &[(Box<str>, Value)]) -> Option<Pending<'_>> {
+        if self.forked() {
+            // The parent's engine (see `forked`), closed to this process:
+            // counted refused, with atomics only (a caller that rebuilds
+            // with `for_child` never gets here).
+            let c = &self.pipeline.counters;
+            c.accepted.fetch_add(1, Ordering::Relaxed);
+            c.drop(Reason::Shutdown, 1);
+            return None;
+        }
         self.busy.fetch_add(1, Ordering::SeqCst);
         self.pipeline
             .counters
@@ -460,7 +505,7 @@ impl Engine {
     /// call is delivered, spooled or given up, for at most `timeout`
     /// (`flush_timeout` if `None`). True if that happened in time.
     pub fn flush(&self, timeout: Option<Duration>) -> bool {
-        if !self.started.load(Ordering::Relaxed) {
+        if !self.started.load(Ordering::Relaxed) || self.forked() {
             return true;
         }
         let timeout = timeout.unwrap_or(self.settings().flush_timeout);
@@ -472,7 +517,7 @@ impl Engine {
     /// if there is one, else counted as lost; and stops the senders. Prints
     /// the total of undelivered records, if any. Idempotent.
     pub fn close(&self, timeout: Option<Duration>) -> bool {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        if self.forked() || self.closed.swap(true, Ordering::AcqRel) {
             return true;
         }
         let timeout = timeout.unwrap_or(self.settings().shutdown_timeout);
@@ -536,7 +581,7 @@ impl Engine {
     /// line on stderr adds up. Call it as late as possible; it prints
     /// nothing if nothing changed.
     pub fn report_late(&self) {
-        if self.is_closed() {
+        if self.is_closed() && !self.forked() {
             self.report_totals();
         }
     }
@@ -602,6 +647,15 @@ impl Drop for Engine {
     /// background; nothing here waits. A closed one prints its totals again
     /// if records were refused since.
     fn drop(&mut self) {
+        if self.forked() {
+            // The parent's: never lock, join or delete anything of it here
+            // (its spool lane is the parent's), so it is kept, untouched.
+            std::mem::forget(self.pipeline.clone());
+            if let Ok(threads) = self.threads.get_mut() {
+                std::mem::forget(std::mem::take(threads));
+            }
+            return;
+        }
         self.pipeline.queue.close();
         self.report_late();
     }

@@ -250,7 +250,7 @@ pub fn hostname() -> &'static str {
     })
 }
 
-/// Writes one event as a frame: `dt`, `level`, `message`, the extras, then
+/// Writes one event as a frame: `dt`, `level`, `severity`, `message`, the extras, then
 /// `error` and `context` (automatic `runtime` and `system`, then the custom
 /// context, whose own `runtime`/`system` keys are never written).
 pub fn write_frame<S: Sink, E: Event>(
@@ -296,9 +296,14 @@ fn write_fields<S: Sink, E: Event>(
     if system.hostname.is_none() {
         system.hostname = Some(hostname());
     }
+    let levelno = event
+        .level_number()
+        .unwrap_or_else(|| crate::record::level_number(event.level()));
     let frame = Frame {
         dt_micros: event.time().micros(),
         level: &level,
+        // Integer division truncates toward zero, as Python's int() does.
+        severity: Some(levelno / 10),
         message: event.message(),
         runtime: event.runtime(),
         system,

@@ -14,6 +14,11 @@
 //! engine owns everything else: the [`Settings`] (every option declared
 //! once), the frame, the destination, the buffer, delivery and its
 //! accounting ([`Stats`]). What is public is what this file re-exports.
+//!
+//! Around the engines, `process` watches the process itself: a fork made
+//! anywhere (also in C) makes an engine its parent's
+//! ([`Engine::forked`], [`Engine::for_child`]), and engines registered with
+//! [`close_at_exit`] are closed at exit where nothing else closed them.
 
 mod compress;
 mod decode;
@@ -21,6 +26,7 @@ mod destination;
 mod encode;
 mod engine;
 mod event;
+mod process;
 mod proxy;
 mod queue;
 mod record;
@@ -41,7 +47,8 @@ pub use engine::{Engine, EngineError, Pending, Refused};
 pub use event::{
     hostname, reserved_index, write_frame, Event, ExtraKeys, Policy, Time, Trace, MAX_BACKTRACE,
 };
-pub use record::{ErrorInfo, Frame, Location, Runtime, System, RESERVED_KEYS};
+pub use process::{close_at_exit, generation};
+pub use record::{level_number, ErrorInfo, Frame, Location, Runtime, System, RESERVED_KEYS};
 pub use redact::Redacting;
 pub use settings::{unknown_option, Declared, Raw, Resolved, Settings, SettingsError, DECLARED};
 pub use shown::{printable, secret_text, shown, SECRET_OPTIONS};

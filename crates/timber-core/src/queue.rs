@@ -112,6 +112,11 @@ struct State {
     in_flight: BTreeMap<u64, Batch>,
     closing: bool,
     aborted: bool,
+    /// Attempts that succeeded while senders were backing off: a pause
+    /// that sees it change ends, since the endpoint is back.
+    recoveries: u64,
+    /// Senders in [`Queue::pause`].
+    paused: usize,
     /// Past this, producers no longer wait for room (set when the process
     /// starts exiting).
     waits_end: Option<Instant>,
@@ -155,7 +160,7 @@ pub struct Queue {
     work: Condvar,
     /// Flushers and blocked producers wait here for batches to settle.
     settled: Condvar,
-    /// Senders backing off wait here, woken only by close and abort, so that
+    /// Senders backing off wait here, woken only by close, abort and a recovery, so that
     /// a new batch always wakes a sender that is free to take it.
     stop: Condvar,
 }
@@ -178,6 +183,8 @@ impl Queue {
                 in_flight: BTreeMap::new(),
                 closing: false,
                 aborted: false,
+                recoveries: 0,
+                paused: 0,
                 waits_end: None,
             }),
             work: Condvar::new(),
@@ -471,16 +478,20 @@ impl Queue {
         (left, in_flight)
     }
 
-    /// Sleeps for `wait` unless aborted first; while closing, sleeps are cut
-    /// to a short pause so that retries still happen before the deadline.
-    /// Returns false if aborted.
+    /// Sleeps for `wait` unless aborted first, or until another sender's
+    /// attempt succeeds ([`Queue::recovered`]): the endpoint is back, and
+    /// every batch backing off goes at once instead of each waiting out its
+    /// own backoff. While closing, sleeps are cut to a short pause so that
+    /// retries still happen before the deadline. Returns false if aborted.
     pub fn pause(&self, wait: Duration) -> bool {
         const CLOSING_PAUSE: Duration = Duration::from_millis(100);
         let start = Instant::now();
         let mut st = self.lock();
-        loop {
+        let recoveries = st.recoveries;
+        st.paused += 1;
+        let resumed = loop {
             if st.aborted {
-                return false;
+                break false;
             }
             let limit = if st.closing {
                 wait.min(CLOSING_PAUSE)
@@ -488,14 +499,26 @@ impl Queue {
                 wait
             };
             let left = limit.saturating_sub(start.elapsed());
-            if left.is_zero() {
-                return true;
+            if left.is_zero() || st.recoveries != recoveries {
+                break true;
             }
             st = self
                 .stop
                 .wait_timeout(st, left)
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
+        };
+        st.paused -= 1;
+        resumed
+    }
+
+    /// An attempt succeeded: senders backing off try again now.
+    pub fn recovered(&self) {
+        let mut st = self.lock();
+        if st.paused > 0 {
+            st.recoveries += 1;
+            drop(st);
+            self.stop.notify_all();
         }
     }
 

@@ -16,7 +16,7 @@ use crate::value::{write_entries, Value};
 
 /// Top-level keys that belong to the frame itself; an `extra` with one of
 /// these names is sent as `extra_<name>` rather than overwrite it.
-pub const RESERVED_KEYS: [&str; 5] = ["dt", "level", "message", "context", "error"];
+pub const RESERVED_KEYS: [&str; 6] = ["dt", "level", "severity", "message", "context", "error"];
 
 /// Where the record was logged from (`context.runtime`).
 #[derive(Debug, Clone, Copy, Default)]
@@ -96,6 +96,10 @@ pub struct Frame<'a> {
     pub dt_micros: i64,
     /// Level name, as produced by [`level_name`].
     pub level: &'a str,
+    /// `severity`, the level's number divided by ten as the original client
+    /// and logtail-python send it (`int(levelno / 10)`); not written if
+    /// `None` (frames rebuilt from OTLP records).
+    pub severity: Option<i64>,
     /// The formatted message.
     pub message: &'a str,
     /// Origin of the record.
@@ -107,14 +111,18 @@ pub struct Frame<'a> {
 }
 
 impl Frame<'_> {
-    /// Writes the frame header and `dt`, `level`, `message`; the caller then
+    /// Writes the frame header and `dt`, `level`, `severity`, `message`; the caller then
     /// writes `extras` key/value pairs, and finishes with [`Frame::end`].
     pub fn begin<S: Sink>(&self, sink: &mut S, extras: usize, error: bool) {
-        sink.map(4 + extras + usize::from(error));
+        sink.map(4 + usize::from(self.severity.is_some()) + extras + usize::from(error));
         sink.str("dt");
         write_rfc3339_micros(sink, self.dt_micros);
         sink.str("level");
         sink.str(self.level);
+        if let Some(severity) = self.severity {
+            sink.str("severity");
+            sink.int(severity);
+        }
         sink.str("message");
         sink.str(self.message);
     }
@@ -229,6 +237,19 @@ pub fn level_name(levelname: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// The Python level number of a level name, for sources that have none
+/// (`tracing`, OTLP): `TRACE` counts as `DEBUG`, an unknown name as 0.
+pub fn level_number(levelname: &str) -> i64 {
+    match levelname.to_ascii_uppercase().as_str() {
+        "DEBUG" | "TRACE" => 10,
+        "INFO" => 20,
+        "WARNING" | "WARN" => 30,
+        "ERROR" => 40,
+        "CRITICAL" | "FATAL" => 50,
+        _ => 0,
+    }
+}
+
 /// Writes `micros` since the epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
 pub fn write_rfc3339_micros<S: Sink>(sink: &mut S, micros: i64) {
     let mut buf = [0u8; 27];
@@ -293,6 +314,7 @@ mod tests {
         let frame = Frame {
             dt_micros: 1_551_671_061_221_232,
             level: "info",
+            severity: Some(2),
             message: "Order #1234 placed",
             runtime: Runtime {
                 function: Some("myFunc"),
@@ -324,7 +346,7 @@ mod tests {
         assert_eq!(
             String::from_utf8(j.buf).unwrap(),
             concat!(
-                r#"{"dt":"2019-03-04T03:44:21.221232Z","level":"info","message":"Order #1234 placed","#,
+                r#"{"dt":"2019-03-04T03:44:21.221232Z","level":"info","severity":2,"message":"Order #1234 placed","#,
                 r#""order_placed":{"id":1234},"context":{"runtime":{"function":"myFunc","file":"file.py","#,
                 r#""line":23,"thread_id":"70179740727560","thread_name":"async_thread","logger_name":"logger"},"#,
                 r#""system":{"pid":20643,"process_name":"python","hostname":"host"},"user":{"id":123}}}"#

@@ -107,7 +107,10 @@ impl Sender {
         for attempt in 1u32.. {
             let sent = self.send(p, batch.body(), &mut body, &key);
             let server_wait = match sent.verdict {
-                Verdict::Delivered => return Fate::Delivered { wire: sent.wire },
+                Verdict::Delivered => {
+                    p.queue.recovered();
+                    return Fate::Delivered { wire: sent.wire };
+                }
                 // A split the transport could not make is a refusal.
                 Verdict::Reject(why) | Verdict::Split(why) => {
                     p.counters.failed_attempts.fetch_add(1, Relaxed);
@@ -115,6 +118,7 @@ impl Sender {
                     return Fate::Dropped(Reason::Rejected);
                 }
                 Verdict::Partial { rejected, why } => {
+                    p.queue.recovered();
                     Self::rejected(p, rejected, &why);
                     return Fate::Partial {
                         wire: sent.wire,
@@ -186,6 +190,7 @@ impl Sender {
         let c = &p.counters;
         match sent.verdict {
             Verdict::Delivered => {
+                p.queue.recovered();
                 c.sent.fetch_add(count, Relaxed);
                 c.batches_sent.fetch_add(1, Relaxed);
                 c.bytes_sent.fetch_add(sent.wire as u64, Relaxed);

@@ -97,7 +97,9 @@ impl Source {
     /// From a context's variable and global slot.
     pub fn new(var: &Bound<'_, PyAny>, global: Py<PyGlobal>) -> PyResult<Self> {
         Ok(Self {
-            get: var.getattr(pyo3::intern!(var.py(), "get"))?.unbind(),
+            get: var
+                .getattr(crate::names::names(var.py()).get.bind(var.py()))?
+                .unbind(),
             global,
         })
     }

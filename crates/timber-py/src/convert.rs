@@ -9,7 +9,7 @@
 //! or `repr(obj)`, or a placeholder naming its type. Containers that contain
 //! themselves, or nest deeper than [`MAX_DEPTH`], are cut with a marker.
 
-use pyo3::intern;
+use crate::names::names;
 use pyo3::prelude::*;
 use pyo3::types::{
     PyBool, PyByteArray, PyBytes, PyDict, PyFloat, PyFrozenSet, PyInt, PyList, PySet, PyString,
@@ -122,7 +122,7 @@ impl<'a, 'py> Walker<'a, 'py> {
                 return;
             }
         }
-        if let Ok(iso) = obj.call_method0(intern!(obj.py(), "isoformat")) {
+        if let Ok(iso) = obj.call_method0(names(obj.py()).isoformat.bind(obj.py())) {
             if let Ok(s) = iso.cast::<PyString>() {
                 write_str(sink, s);
                 return;
@@ -154,7 +154,10 @@ pub fn str_text<'a>(s: &'a Bound<'_, PyString>) -> Cow<'a, str> {
         Ok(text) => Cow::Borrowed(text),
         Err(_) => {
             let escaped = s
-                .call_method1(intern!(s.py(), "encode"), ("utf-8", "backslashreplace"))
+                .call_method1(
+                    names(s.py()).encode.bind(s.py()),
+                    ("utf-8", "backslashreplace"),
+                )
                 .ok()
                 .and_then(|b| {
                     b.cast::<PyBytes>()

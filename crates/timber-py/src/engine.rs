@@ -37,16 +37,35 @@ fn seconds(v: Option<f64>) -> PyResult<Option<Duration>> {
 /// them to the engine's sender threads.
 #[pyclass(name = "Engine", module = "timber._engine", frozen)]
 pub struct PyEngine {
-    engine: Option<Arc<Engine>>,
+    /// This process's engine. Locked only under the GIL and only to read or
+    /// replace the pointer, never across a wait, so a fork never copies it
+    /// locked by another thread.
+    engine: Mutex<Arc<Engine>>,
     context: Source,
     raise_exceptions: AtomicBool,
-    abandoned: AtomicBool,
 }
 
 impl PyEngine {
-    fn engine(&self) -> &Engine {
-        // Only `Drop` takes it out.
-        self.engine.as_ref().expect("engine present until drop")
+    /// This process's engine: after a fork, wherever it was made (uWSGI
+    /// forks its workers in C, where `os.register_at_fork` hooks never
+    /// run), the first call in the child replaces the parent's engine with
+    /// its own, as a child made by `os.fork()` gets: an empty buffer, its
+    /// own counters, sender threads and connections. The parent's is left
+    /// untouched (see `Engine::forked`). Runs under the GIL, which orders
+    /// the threads of the child.
+    fn engine(&self) -> Arc<Engine> {
+        let mut engine = self.engine.lock().unwrap_or_else(|e| e.into_inner());
+        if engine.forked() {
+            let own = Arc::new(engine.for_child());
+            timber_core::close_at_exit(&own);
+            if own.is_closed() {
+                remember_closed(&own);
+            }
+            let parents = std::mem::replace(&mut *engine, own);
+            // Dropping it touches nothing of the parent's (Engine's Drop).
+            drop(parents);
+        }
+        engine.clone()
     }
 
     fn encode_and_push<'py>(
@@ -83,11 +102,13 @@ impl PyEngine {
     ) -> PyResult<Self> {
         let resolved = resolve(options)?;
         let raise = resolved.settings.raise_exceptions;
+        let engine = Arc::new(Engine::new(resolved).map_err(engine_error)?);
+        // Delivered at exit even where Python's exit hooks are skipped.
+        timber_core::close_at_exit(&engine);
         Ok(Self {
-            engine: Some(Arc::new(Engine::new(resolved).map_err(engine_error)?)),
+            engine: Mutex::new(engine),
             context: Source::new(context_var, global_context)?,
             raise_exceptions: AtomicBool::new(raise),
-            abandoned: AtomicBool::new(false),
         })
     }
 
@@ -101,10 +122,7 @@ impl PyEngine {
         record: &Bound<'py, PyAny>,
         message: Option<Bound<'py, PyString>>,
     ) -> PyResult<()> {
-        if self.abandoned.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let engine = self.engine();
+        let engine = &*self.engine();
         // A panic here would reach the caller as PanicException: logging
         // must not do that, so it is caught and counted like any error.
         let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -129,9 +147,6 @@ impl PyEngine {
     #[pyo3(signature = (timeout = None))]
     fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let timeout = seconds(timeout)?;
-        if self.abandoned.load(Ordering::Relaxed) {
-            return Ok(true);
-        }
         let engine = self.engine();
         Ok(py.detach(|| engine.flush(timeout)))
     }
@@ -142,12 +157,9 @@ impl PyEngine {
     #[pyo3(signature = (timeout = None))]
     fn close(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
         let timeout = seconds(timeout)?;
-        if self.abandoned.load(Ordering::Relaxed) {
-            return Ok(true);
-        }
         let engine = self.engine();
         if !engine.is_closed() {
-            remember_closed(self.engine.as_ref().expect("engine present until drop"));
+            remember_closed(&engine);
         }
         Ok(py.detach(|| engine.close(timeout)))
     }
@@ -157,9 +169,6 @@ impl PyEngine {
     #[pyo3(signature = (timeout = None))]
     fn end_waits(&self, timeout: Option<f64>) -> PyResult<()> {
         let timeout = seconds(timeout)?;
-        if self.abandoned.load(Ordering::Relaxed) {
-            return Ok(());
-        }
         let engine = self.engine();
         engine.end_waits(timeout.unwrap_or(engine.settings().shutdown_timeout));
         Ok(())
@@ -212,22 +221,6 @@ impl PyEngine {
     fn closed(&self) -> bool {
         self.engine().is_closed()
     }
-
-    /// In a child process after `fork`: forget this engine without touching
-    /// its locks or threads, which belong to the parent.
-    fn abandon(&self) {
-        self.abandoned.store(true, Ordering::Relaxed);
-    }
-}
-
-impl Drop for PyEngine {
-    fn drop(&mut self) {
-        if *self.abandoned.get_mut() {
-            // Its mutexes may have been held by a thread that does not exist
-            // in this process: never touch them.
-            std::mem::forget(self.engine.take());
-        }
-    }
 }
 
 /// Engines closed in this process. Records logged into a closed handler are
@@ -237,6 +230,12 @@ impl Drop for PyEngine {
 /// at close, so each engine prints them again at the very end.
 static CLOSED: Mutex<Vec<Weak<Engine>>> = Mutex::new(Vec::new());
 static AT_EXIT: Once = Once::new();
+
+/// Registers the end-of-process report at import, so that no fork can copy
+/// its once-lock half-taken (see `names`).
+pub fn warm() {
+    AT_EXIT.call_once(register_at_exit);
+}
 
 /// Called under the GIL (so never while a fork copies the lock held).
 fn remember_closed(engine: &Arc<Engine>) {

@@ -4,7 +4,7 @@
 
 use crate::context::PySnapshot;
 use crate::convert::{str_text, text_of, Walker};
-use pyo3::intern;
+use crate::names::names;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
@@ -92,16 +92,29 @@ fn hostname(py: Python<'_>) -> &'static str {
     })
 }
 
-fn is_plain_log_record(record: &Bound<'_, PyAny>) -> bool {
-    let py = record.py();
-    let cls = LOG_RECORD.get_or_try_init(py, || {
+fn log_record_type(py: Python<'_>) -> PyResult<&'static Py<PyType>> {
+    LOG_RECORD.get_or_try_init(py, || {
         py.import("logging")?
             .getattr("LogRecord")?
             .cast_into::<PyType>()
             .map(Bound::unbind)
             .map_err(PyErr::from)
-    });
-    cls.is_ok_and(|c| record.get_type().is(c.bind(py)))
+    })
+}
+
+fn is_plain_log_record(record: &Bound<'_, PyAny>) -> bool {
+    let py = record.py();
+    log_record_type(py).is_ok_and(|c| record.get_type().is(c.bind(py)))
+}
+
+/// Builds what the record path reads lazily (see `names`): called at
+/// import, before any record.
+pub fn warm(py: Python<'_>) -> PyResult<()> {
+    hostname(py);
+    known_keys(py);
+    log_record_type(py)?;
+    sys_modules(py)?;
+    Ok(())
 }
 
 /// What a key of a record's `__dict__` holds.
@@ -168,7 +181,7 @@ fn is_standard(py: Python<'_>, key: &str) -> bool {
 fn read<'py>(record: &Bound<'py, PyAny>) -> PyResult<Parts<'py>> {
     let py = record.py();
     let dict = record
-        .getattr(intern!(py, "__dict__"))?
+        .getattr(names(py).dict.bind(py))?
         .cast_into::<PyDict>()?;
     let mut parts = Parts {
         created: None,
@@ -385,7 +398,7 @@ impl Event for Record<'_> {
         let args = info
             .get_item(1)
             .ok()?
-            .getattr(intern!(info.py(), "args"))
+            .getattr(names(info.py()).args.bind(info.py()))
             .ok()?;
         let first = args.cast::<PyTuple>().ok()?.get_item(0).ok()?;
         Some(text_of(&first))
@@ -504,7 +517,7 @@ fn message<'py>(
             }
         }
     }
-    match record.call_method0(intern!(record.py(), "getMessage")) {
+    match record.call_method0(names(record.py()).get_message.bind(record.py())) {
         Ok(m) => match m.cast_into::<PyString>() {
             Ok(s) => python_text(s),
             Err(e) => Message::Owned(text_of(e.into_inner().as_any())),
@@ -553,7 +566,7 @@ fn error_info(exc_info: &Bound<'_, PyAny>) -> Option<ErrorInfo> {
         if let Some(loc) = location(&tb) {
             backtrace.push(loc);
         }
-        tb = match tb.getattr(intern!(py, "tb_next")) {
+        tb = match tb.getattr(names(py).tb_next.bind(py)) {
             Ok(next) => next,
             Err(_) => break,
         };
@@ -568,14 +581,14 @@ fn error_info(exc_info: &Bound<'_, PyAny>) -> Option<ErrorInfo> {
 fn location(tb: &Bound<'_, PyAny>) -> Option<Location> {
     let py = tb.py();
     let code = tb
-        .getattr(intern!(py, "tb_frame"))
+        .getattr(names(py).tb_frame.bind(py))
         .ok()?
-        .getattr(intern!(py, "f_code"))
+        .getattr(names(py).f_code.bind(py))
         .ok()?;
-    let file = code.getattr(intern!(py, "co_filename")).ok()?;
-    let function = code.getattr(intern!(py, "co_name")).ok()?;
+    let file = code.getattr(names(py).co_filename.bind(py)).ok()?;
+    let function = code.getattr(names(py).co_name.bind(py)).ok()?;
     let line = tb
-        .getattr(intern!(py, "tb_lineno"))
+        .getattr(names(py).tb_lineno.bind(py))
         .ok()?
         .extract::<i64>()
         .unwrap_or(0);
@@ -588,38 +601,47 @@ fn location(tb: &Bound<'_, PyAny>) -> Option<Location> {
 
 static SYS_MODULES: PyOnceLock<Py<PyDict>> = PyOnceLock::new();
 
+fn sys_modules(py: Python<'_>) -> PyResult<&'static Py<PyDict>> {
+    SYS_MODULES.get_or_try_init(py, || {
+        py.import("sys")?
+            .getattr("modules")?
+            .cast_into::<PyDict>()
+            .map(Bound::unbind)
+            .map_err(PyErr::from)
+    })
+}
+
 /// The span active in OpenTelemetry's context, if its API is imported (a
 /// process that never imported it has no span): the ids and flags of
 /// `trace.get_current_span().get_span_context()` when it is valid.
 fn current_span(py: Python<'_>) -> Option<Trace> {
-    let modules = SYS_MODULES
-        .get_or_try_init(py, || {
-            py.import("sys")?
-                .getattr("modules")?
-                .cast_into::<PyDict>()
-                .map(Bound::unbind)
-                .map_err(PyErr::from)
-        })
-        .ok()?
-        .bind(py);
+    let modules = sys_modules(py).ok()?.bind(py);
     let api = modules.get_item("opentelemetry.trace").ok()??;
     let ctx = api
-        .call_method0(intern!(py, "get_current_span"))
+        .call_method0(names(py).get_current_span.bind(py))
         .ok()?
-        .call_method0(intern!(py, "get_span_context"))
+        .call_method0(names(py).get_span_context.bind(py))
         .ok()?;
     if !ctx
-        .getattr(intern!(py, "is_valid"))
+        .getattr(names(py).is_valid.bind(py))
         .ok()?
         .is_truthy()
         .ok()?
     {
         return None;
     }
-    let trace_id: u128 = ctx.getattr(intern!(py, "trace_id")).ok()?.extract().ok()?;
-    let span_id: u64 = ctx.getattr(intern!(py, "span_id")).ok()?.extract().ok()?;
+    let trace_id: u128 = ctx
+        .getattr(names(py).trace_id.bind(py))
+        .ok()?
+        .extract()
+        .ok()?;
+    let span_id: u64 = ctx
+        .getattr(names(py).span_id.bind(py))
+        .ok()?
+        .extract()
+        .ok()?;
     let flags: u8 = ctx
-        .getattr(intern!(py, "trace_flags"))
+        .getattr(names(py).trace_flags.bind(py))
         .ok()?
         .extract()
         .ok()?;

@@ -8,6 +8,7 @@ mod convert;
 mod engine;
 mod format;
 mod frame;
+mod names;
 mod settings;
 
 use pyo3::prelude::*;
@@ -22,5 +23,6 @@ fn _engine(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(settings::declared, m)?)?;
     m.add_function(wrap_pyfunction!(settings::unknown_option, m)?)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    names::warm(m.py())?;
     Ok(())
 }

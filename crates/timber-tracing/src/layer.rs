@@ -263,11 +263,19 @@ mod tests {
         let f = &f[0];
         assert_eq!(f["message"], "Order #1234 placed, total: $520.23");
         assert_eq!(f["level"], "info");
+        assert_eq!(f["severity"], 2);
         assert_eq!(f["order_placed"], json!({"id": 1234, "total": 520.23}));
         assert_eq!(f["context"]["user"], json!({"id": 123}));
         assert_eq!(
             f["_keys"],
-            json!(["dt", "level", "message", "order_placed", "context"])
+            json!([
+                "dt",
+                "level",
+                "severity",
+                "message",
+                "order_placed",
+                "context"
+            ])
         );
         let rt = &f["context"]["runtime"];
         assert_eq!(rt["function"], module_path!());

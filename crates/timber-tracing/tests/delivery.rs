@@ -50,7 +50,14 @@ fn quickstart_example_sends_the_seed_frame_before_it_exits() {
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(
         keys_in_order(&lines[0]),
-        ["dt", "level", "message", "order_placed", "context"]
+        [
+            "dt",
+            "level",
+            "severity",
+            "message",
+            "order_placed",
+            "context"
+        ]
     );
     let f: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
     assert_eq!(f["level"], "info");

@@ -356,17 +356,6 @@ pub fn severity_number(levelno: i64) -> i32 {
     }
 }
 
-fn severity_from_name(level: &str) -> i64 {
-    match level.to_ascii_uppercase().as_str() {
-        "DEBUG" | "TRACE" => 10,
-        "INFO" => 20,
-        "WARNING" | "WARN" => 30,
-        "ERROR" => 40,
-        "CRITICAL" | "FATAL" => 50,
-        _ => 0,
-    }
-}
-
 fn log_record<E: Event>(
     event: &E,
     context: &[(Box<str>, Value)],
@@ -376,7 +365,7 @@ fn log_record<E: Event>(
     let level = event.level();
     let levelno = event
         .level_number()
-        .unwrap_or_else(|| severity_from_name(level));
+        .unwrap_or_else(|| crate::record::level_number(level));
     let (severity_text, severity_number) = event
         .severity()
         .unwrap_or_else(|| (severity_text(level), severity_number(levelno)));

@@ -278,3 +278,26 @@ fn push_all_takes_every_record_or_none() {
     q.close();
     assert_eq!(q.push_all(&mixed, |_| true), Err(Push::Closed));
 }
+
+#[test]
+fn a_success_ends_every_backoff_in_progress() {
+    let q = std::sync::Arc::new(Queue::new(limits(1, 1 << 20)));
+    let backing_off: Vec<_> = (0..3)
+        .map(|_| {
+            let q = q.clone();
+            std::thread::spawn(move || q.pause(Duration::from_secs(3600)))
+        })
+        .collect();
+    while q.lock().paused < 3 {
+        std::thread::yield_now();
+    }
+    q.recovered();
+    for t in backing_off {
+        // Returned at once, not after the hour: and not as aborted.
+        assert!(t.join().unwrap());
+    }
+    // A recovery with nobody backing off leaves the next pause whole.
+    let start = Instant::now();
+    assert!(q.pause(Duration::from_millis(50)));
+    assert!(start.elapsed() >= Duration::from_millis(50));
+}
