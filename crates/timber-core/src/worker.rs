@@ -17,7 +17,7 @@ use crate::retry::Jitter;
 use crate::spool::Spool;
 use crate::stats::{Problem, Reason};
 use crate::transport::{idempotency_key, Transport};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::TryLockError;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -194,10 +194,10 @@ impl Sender {
         let c = &p.counters;
         match p.destination.classify(&outcome, SystemTime::now()) {
             Verdict::Delivered => {
-                c.sent.fetch_add(count, Relaxed);
+                c.sent.fetch_add(count, Release);
                 c.batches_sent.fetch_add(1, Relaxed);
                 c.bytes_sent.fetch_add(body.bytes.len() as u64, Relaxed);
-                c.replayed.fetch_add(count, Relaxed);
+                c.replayed.fetch_add(count, Release);
                 state.failures = 0;
             }
             Verdict::Reject(why) => {
@@ -207,10 +207,10 @@ impl Sender {
             }
             Verdict::Partial { rejected, why } => {
                 let rejected = rejected.min(count);
-                c.sent.fetch_add(count - rejected, Relaxed);
+                c.sent.fetch_add(count - rejected, Release);
                 c.batches_sent.fetch_add(1, Relaxed);
                 c.bytes_sent.fetch_add(body.bytes.len() as u64, Relaxed);
-                c.replayed.fetch_add(count - rejected, Relaxed);
+                c.replayed.fetch_add(count - rejected, Release);
                 c.drop(Reason::Rejected, rejected);
                 Self::rejected(p, rejected, &why);
             }
