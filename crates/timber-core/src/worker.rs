@@ -59,9 +59,24 @@ pub(crate) fn run(p: &Pipeline) {
                 p.settle(&batch, fate);
             }
             Next::Idle => {}
+            Next::Done if p.spool.as_ref().is_some_and(|s| replays_at_close(p, s)) => {}
             Next::Done => return,
         }
     }
+}
+
+/// Closing, with nothing left in memory: whether to go on replaying. A
+/// batch that joined the spool behind a replay (or a backlog) at close is
+/// still sent while the endpoint accepts; the first failure, or an abort,
+/// leaves the rest on disk for the next process.
+fn replays_at_close(p: &Pipeline, spool: &Spool) -> bool {
+    // Waits for a replay in progress, so that what was spooled behind it is
+    // seen here even if that replay found the spool empty.
+    let state = p.replay.lock().unwrap_or_else(|e| e.into_inner());
+    !p.queue.is_aborted()
+        && !spool.is_empty()
+        && state.failures == 0
+        && Instant::now() >= state.next_attempt
 }
 
 struct Sender {
