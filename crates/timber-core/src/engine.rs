@@ -102,17 +102,17 @@ impl Pipeline {
         let c = &self.counters;
         match fate {
             Fate::Delivered { wire } => {
-                c.sent.fetch_add(n, Ordering::Relaxed);
+                c.sent.fetch_add(n, Ordering::Release);
                 c.batches_sent.fetch_add(1, Ordering::Relaxed);
                 c.bytes_sent.fetch_add(wire as u64, Ordering::Relaxed);
             }
             Fate::Spooled => {
-                c.spooled.fetch_add(n, Ordering::Relaxed);
+                c.spooled.fetch_add(n, Ordering::Release);
             }
             Fate::Dropped(reason) => c.drop(reason, n),
             Fate::Partial { wire, rejected } => {
                 let rejected = rejected.min(n);
-                c.sent.fetch_add(n - rejected, Ordering::Relaxed);
+                c.sent.fetch_add(n - rejected, Ordering::Release);
                 c.drop(Reason::Rejected, rejected);
                 c.batches_sent.fetch_add(1, Ordering::Relaxed);
                 c.bytes_sent.fetch_add(wire as u64, Ordering::Relaxed);
@@ -445,11 +445,19 @@ impl Engine {
             self.start();
         }
         let spool = self.pipeline.spool.as_ref();
+        let c = &self.pipeline.counters;
         let keeps = |h: Holding| {
-            spool.is_none_or(|s| {
+            let kept = spool.is_none_or(|s| {
                 let need = h.bytes as u64 + (h.batches * ENTRY_OVERHEAD) as u64;
                 need <= s.room()
-            })
+            });
+            // Taken, all of them: counted accepted before a sender can
+            // take them (and count them sent), as emit does.
+            if kept {
+                c.accepted
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+            }
+            kept
         };
         let left_out = self
             .pipeline
@@ -471,9 +479,6 @@ impl Engine {
                 }
                 _ => Refused::Full,
             })?;
-        let c = &self.pipeline.counters;
-        c.accepted
-            .fetch_add(records.len() as u64, Ordering::Relaxed);
         for _ in &left_out {
             self.count(Push::TooLarge);
         }
@@ -530,7 +535,7 @@ impl Engine {
             for batch in never_taken {
                 let n = batch.count as u64;
                 if p.spool(batch.body(), batch.count) {
-                    p.counters.spooled.fetch_add(n, Ordering::Relaxed);
+                    p.counters.spooled.fetch_add(n, Ordering::Release);
                 } else {
                     p.counters.drop(Reason::Shutdown, n);
                 }
@@ -632,12 +637,12 @@ impl Engine {
     /// Every counter, with what the buffer holds now.
     pub fn stats(&self) -> Stats {
         let p = &self.pipeline;
-        let (bytes, records) = p.queue.held();
+        let (bytes, records, in_flight, counted) = p.queue.held_with(|| p.counters.snapshot());
         Stats {
             buffered_records: records as u64,
             buffered_bytes: bytes as u64,
-            batches_in_flight: p.queue.in_flight() as u64,
-            ..p.counters.snapshot()
+            batches_in_flight: in_flight as u64,
+            ..counted
         }
     }
 }

@@ -239,7 +239,7 @@ impl Queue {
     /// kept (`Unkept`; asked under the buffer's lock, so that concurrent
     /// callers are judged one after the other), or when the buffer is
     /// closed; a record larger than a batch may be is left out and its
-    /// index returned. For a gateway, whose client sends the whole request
+    /// index returned. Once `keeps` says yes, the records are taken. For a gateway, whose client sends the whole request
     /// again when it is refused.
     pub fn push_all(
         &self,
@@ -527,15 +527,20 @@ impl Queue {
         self.lock().aborted
     }
 
-    /// Batches taken by senders and not yet settled.
-    pub fn in_flight(&self) -> usize {
-        self.lock().in_flight.len()
-    }
-
     /// Bytes and records currently held (filling, ready and in flight).
+    #[cfg(test)]
     pub fn held(&self) -> (usize, usize) {
         let st = self.lock();
         (st.held_bytes, st.held_records)
+    }
+
+    /// Bytes, records and batches in flight held now, with `read` run under
+    /// the same lock: a settlement counts its batch's fate under it too, so
+    /// what `read` counts and what is held never both include one batch.
+    pub fn held_with<T>(&self, read: impl FnOnce() -> T) -> (usize, usize, usize, T) {
+        let st = self.lock();
+        let counted = read();
+        (st.held_bytes, st.held_records, st.in_flight.len(), counted)
     }
 }
 

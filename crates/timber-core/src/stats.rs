@@ -6,7 +6,8 @@
 //! kind, and the totals once at close.
 
 use std::io::Write;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -157,33 +158,45 @@ impl Stats {
 }
 
 impl Counters {
-    /// Counts `n` records dropped for `why`.
+    /// Counts `n` records dropped for `why` (released: see
+    /// [`Counters::snapshot`]).
     pub fn drop(&self, why: Reason, n: u64) {
-        self.dropped[why as usize].fetch_add(n, Relaxed);
+        self.dropped[why as usize].fetch_add(n, Release);
     }
 
     /// Records dropped for `why` so far.
     pub fn dropped(&self, why: Reason) -> u64 {
-        self.dropped[why as usize].load(Relaxed)
+        self.dropped[why as usize].load(Acquire)
     }
 
     /// The counters; the buffer's figures are the caller's to fill in.
+    ///
+    /// A record is counted handled (`accepted`, `adopted`) before its fate
+    /// (`sent`, `spooled`, dropped), which is counted with `Release`. So
+    /// the fates are read first, with `Acquire`, and what was handled
+    /// last: a read taken while other threads go on logging then never
+    /// shows a fate without its record, and "N of M records were not
+    /// delivered" never has N above M.
     pub fn snapshot(&self) -> Stats {
+        let sent = self.sent.load(Acquire);
+        let spooled = self.spooled.load(Acquire);
+        let replayed = self.replayed.load(Acquire);
+        let dropped_by_reason = Reason::ALL
+            .iter()
+            .map(|d| (d.name(), self.dropped(*d)))
+            .collect();
         Stats {
-            accepted: self.accepted.load(Relaxed),
-            sent: self.sent.load(Relaxed),
+            sent,
+            spooled,
+            replayed,
+            dropped_by_reason,
             bytes_sent: self.bytes_sent.load(Relaxed),
             batches_sent: self.batches_sent.load(Relaxed),
             retries: self.retries.load(Relaxed),
             failed_attempts: self.failed_attempts.load(Relaxed),
-            spooled: self.spooled.load(Relaxed),
-            replayed: self.replayed.load(Relaxed),
-            adopted: self.adopted.load(Relaxed),
             retimed: self.retimed.load(Relaxed),
-            dropped_by_reason: Reason::ALL
-                .iter()
-                .map(|d| (d.name(), self.dropped(*d)))
-                .collect(),
+            accepted: self.accepted.load(Acquire),
+            adopted: self.adopted.load(Acquire),
             ..Stats::default()
         }
     }
@@ -250,6 +263,37 @@ mod tests {
         assert_eq!(snap.dropped_by_reason[0], ("buffer_full", 3));
         assert_eq!(snap.dropped_by_reason[4], ("shutdown", 2));
         assert_eq!(snap.describe_drops(), "buffer_full: 3, shutdown: 2");
+    }
+
+    #[test]
+    fn a_snapshot_never_counts_more_dropped_than_accepted() {
+        // A record is counted accepted, then dropped (refused after close)
+        // while another thread reads the totals: each read must include the
+        // acceptance of every drop it sees.
+        use std::sync::atomic::AtomicBool;
+        let c = Counters::default();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Relaxed) {
+                    c.accepted.fetch_add(1, Relaxed);
+                    c.drop(Reason::Shutdown, 1);
+                }
+            });
+            let start = Instant::now();
+            let mut reads = 0u64;
+            let mut torn = None;
+            while start.elapsed() < Duration::from_millis(500) || reads < 100_000 {
+                let snap = c.snapshot();
+                reads += 1;
+                if snap.dropped() > snap.handled() {
+                    torn = Some((snap.dropped(), snap.handled()));
+                    break;
+                }
+            }
+            stop.store(true, Relaxed);
+            assert_eq!(torn, None, "dropped > accepted after {reads} reads");
+        });
     }
 
     #[test]

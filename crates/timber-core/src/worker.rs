@@ -17,7 +17,7 @@ use crate::retry::Jitter;
 use crate::spool::Spool;
 use crate::stats::{Problem, Reason};
 use crate::transport::{idempotency_key, Sent, Transport};
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 use std::sync::TryLockError;
 use std::time::{Duration, Instant};
 
@@ -59,9 +59,24 @@ pub(crate) fn run(p: &Pipeline) {
                 p.settle(&batch, fate);
             }
             Next::Idle => {}
+            Next::Done if p.spool.as_ref().is_some_and(|s| replays_at_close(p, s)) => {}
             Next::Done => return,
         }
     }
+}
+
+/// Closing, with nothing left in memory: whether to go on replaying. A
+/// batch that joined the spool behind a replay (or a backlog) at close is
+/// still sent while the endpoint accepts; the first failure, or an abort,
+/// leaves the rest on disk for the next process.
+fn replays_at_close(p: &Pipeline, spool: &Spool) -> bool {
+    // Waits for a replay in progress, so that what was spooled behind it is
+    // seen here even if that replay found the spool empty.
+    let state = p.replay.lock().unwrap_or_else(|e| e.into_inner());
+    !p.queue.is_aborted()
+        && !spool.is_empty()
+        && state.failures == 0
+        && Instant::now() >= state.next_attempt
 }
 
 struct Sender {
@@ -191,10 +206,10 @@ impl Sender {
         match sent.verdict {
             Verdict::Delivered => {
                 p.queue.recovered();
-                c.sent.fetch_add(count, Relaxed);
+                c.sent.fetch_add(count, Release);
                 c.batches_sent.fetch_add(1, Relaxed);
                 c.bytes_sent.fetch_add(sent.wire as u64, Relaxed);
-                c.replayed.fetch_add(count, Relaxed);
+                c.replayed.fetch_add(count, Release);
                 state.failures = 0;
             }
             Verdict::Reject(why) | Verdict::Split(why) => {
@@ -204,10 +219,10 @@ impl Sender {
             }
             Verdict::Partial { rejected, why } => {
                 let rejected = rejected.min(count);
-                c.sent.fetch_add(count - rejected, Relaxed);
+                c.sent.fetch_add(count - rejected, Release);
                 c.batches_sent.fetch_add(1, Relaxed);
                 c.bytes_sent.fetch_add(sent.wire as u64, Relaxed);
-                c.replayed.fetch_add(count - rejected, Relaxed);
+                c.replayed.fetch_add(count - rejected, Release);
                 c.drop(Reason::Rejected, rejected);
                 Self::rejected(p, rejected, &why);
             }

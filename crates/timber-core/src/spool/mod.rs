@@ -459,6 +459,9 @@ impl Spool {
             return 0;
         }
         inner.closed = true;
+        // Nothing more is replayed from it (a sender still running at close
+        // must not wait for it).
+        self.pending.store(false, Ordering::Release);
         if inner.own.is_removed() {
             let records = inner.own.records();
             inner.own.segments.clear();
