@@ -25,7 +25,7 @@ $(STAMP): requirements-dev.txt
 	touch $(STAMP)
 
 build: setup
-	maturin develop --release --quiet
+	maturin develop --release --locked --quiet
 
 lint: setup
 	cargo fmt --all --check

@@ -25,7 +25,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 ROOT = Path(__file__).resolve().parent.parent
 DIST = ROOT / "dist"
@@ -57,7 +57,7 @@ myFunc()
 """
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     print(f"dist-check: FAILED: {message}", file=sys.stderr)
     sys.exit(1)
 
@@ -155,6 +155,9 @@ def ship_seed(bin_dir: Path, work: Path, env: dict[str, str]) -> None:
             collector.kill()
             collector.communicate()
     stored = out / "YOUR_SOURCE_ID.ndjson"
+    if not stored.exists():
+        found = sorted(p.name for p in out.glob("*"))
+        fail(f"the collector stored nothing for YOUR_SOURCE_ID (found {found})")
     frames = [json.loads(line) for line in stored.read_text("utf-8").splitlines()]
     if len(frames) != 1:
         fail(f"expected the seed frame, {stored} holds {len(frames)}")
@@ -164,17 +167,12 @@ def ship_seed(bin_dir: Path, work: Path, env: dict[str, str]) -> None:
         "message": "Order #1234 placed, total: $520.23",
         "order_placed": {"id": 1234, "total": 520.23},
     }
-    if {k: frame.get(k) for k in expected} != expected or list(frame) != [
-        "dt",
-        "level",
-        "message",
-        "order_placed",
-        "context",
-    ]:
+    if list(frame) != ["dt", "level", "message", "order_placed", "context"]:
+        fail(f"the stored frame's keys are not the seed's: {frame}")
+    if {k: frame[k] for k in expected} != expected:
         fail(f"the stored frame is not the seed's: {frame}")
-    if frame["context"]["user"] != {"id": 123} or frame["context"]["runtime"]["function"] != (
-        "myFunc"
-    ):
+    context = frame["context"]
+    if context["user"] != {"id": 123} or context["runtime"]["function"] != "myFunc":
         fail(f"the stored frame's context is not the seed's: {frame['context']}")
 
 
@@ -193,8 +191,10 @@ def check_wheel_on(version: str, wheel: Path, base: Path) -> None:
             fail(f"{tool} is still on PATH")
     run([str(bin_dir / "python"), "-m", "pip", "install", "-q", "--no-index", str(wheel)], env=env)
     ship_seed(bin_dir, work, env)
-    print(f"CPython {version} ({python.parent.parent.name}): wheel installed without Rust, "
-          f"seed frame delivered ({time.monotonic() - started:.1f} s)")
+    print(
+        f"CPython {version} ({python.parent.parent.name}): wheel installed without Rust, "
+        f"seed frame delivered ({time.monotonic() - started:.1f} s)"
+    )
 
 
 def check_sdist(sdist: Path, base: Path) -> None:
@@ -208,8 +208,10 @@ def check_sdist(sdist: Path, base: Path) -> None:
     env["PATH"] = os.pathsep.join([str(bin_dir), env.get("PATH", "")])
     run([str(bin_dir / "python"), "-m", "pip", "install", "-q", str(sdist)], env=env, cwd=work)
     ship_seed(bin_dir, work, env)
-    print(f"sdist {sdist.name}: built and installed in a fresh venv, seed frame delivered "
-          f"({time.monotonic() - started:.1f} s)")
+    print(
+        f"sdist {sdist.name}: built and installed in a fresh venv, seed frame delivered "
+        f"({time.monotonic() - started:.1f} s)"
+    )
 
 
 def main(argv: list[str]) -> int:
