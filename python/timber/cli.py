@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="timber", description="Structured Python logs, shipped fast by a Rust engine."
     )
+    from timber import __version__
+
+    parser.add_argument("--version", action="version", version=f"timber {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     # `timber collect` is parsed by the collector itself (see _collect); this

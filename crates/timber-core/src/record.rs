@@ -94,7 +94,7 @@ impl ErrorInfo {
 pub struct Frame<'a> {
     /// Creation time, microseconds since the Unix epoch.
     pub dt_micros: i64,
-    /// Level name, as produced by [`level_name`].
+    /// Level name: lower case, `warn` for `WARNING` (the frame's own spelling).
     pub level: &'a str,
     /// `severity`, the level's number divided by ten as the original client
     /// and logtail-python send it (`int(levelno / 10)`); not written if

@@ -1,4 +1,5 @@
-//! The README's Rust example is the crate documentation's, which rustdoc
+//! The Rust example of both READMEs (the repository's and the crate's own,
+//! which crates.io shows) is the crate documentation's, which rustdoc
 //! compiles: so the one users copy compiles too.
 
 /// The first fenced block of `lang` in `text`, each line passed through
@@ -30,4 +31,18 @@ fn the_readme_example_is_the_compiled_one() {
     });
     assert_eq!(in_readme, in_docs);
     assert!(in_readme.contains("fn main()"));
+}
+
+#[test]
+fn the_crate_readme_example_is_the_compiled_one() {
+    // The page crates.io shows: its quickstart is the documentation's too.
+    let readme = include_str!("../README.md");
+    let lib = include_str!("../src/lib.rs");
+    let in_readme = block(readme, "rust", Some);
+    let in_docs = block(lib, "no_run", |l| {
+        l.strip_prefix("//! ")
+            .or_else(|| (l == "//!").then_some(""))
+    });
+    assert_eq!(in_readme, in_docs);
+    assert!(readme.contains("timber-tracing = \""));
 }
