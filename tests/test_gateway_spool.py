@@ -94,6 +94,10 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
     """An 8 MiB tmpfs, where this process may mount one (root, mount(8))."""
     mnt = tmp_path / "tmpfs"
     mnt.mkdir()
+    # A full disk cannot be made without a file system of our own: where
+    # mounting one is not allowed the test says so and does not run (CI and
+    # the development machines run as root, so there it runs). The spool's
+    # own bound is checked without a mount by the test after it.
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     made = subprocess.run(
