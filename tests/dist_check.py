@@ -164,10 +164,13 @@ def ship_seed(bin_dir: Path, work: Path, env: dict[str, str]) -> None:
     frame = frames[0]
     expected = {
         "level": "info",
+        "severity": 2,
         "message": "Order #1234 placed, total: $520.23",
         "order_placed": {"id": 1234, "total": 520.23},
     }
-    if list(frame) != ["dt", "level", "message", "order_placed", "context"]:
+    # The seed's keys, with `severity` after `level` as the original client
+    # wrote it.
+    if list(frame) != ["dt", "level", "severity", "message", "order_placed", "context"]:
         fail(f"the stored frame's keys are not the seed's: {frame}")
     if {k: frame[k] for k in expected} != expected:
         fail(f"the stored frame is not the seed's: {frame}")
