@@ -103,7 +103,9 @@ def test_a_missing_table_is_refused_by_name(
     s = h.stats()
     assert (s["dropped_by_reason"]["rejected"], s["failed_attempts"], s["retries"]) == (1, 1, 0)
     h.close()
-    assert "ClickHouse has no table no_such_table" in capfd.readouterr().err
+    err = capfd.readouterr().err
+    assert "ClickHouse has no table no_such_table" in err
+    assert "docs/clickhouse.md has the otel_logs DDL" in err
 
 
 def test_create_table_makes_the_layout_the_server_can_hold(

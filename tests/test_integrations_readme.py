@@ -1,6 +1,6 @@
-"""The README's Integrations examples, as written, each in a fresh
-interpreter against a local endpoint (TIMBER_HOST): their records arrive
-with the fields the README promises. (Django's settings are run by
+"""The Integrations page's examples (docs/integrations.md), as written, each
+in a fresh interpreter against a local endpoint (TIMBER_HOST): their records
+arrive with the fields the page promises. (Django's settings are run by
 test_integrations_django; Celery's needs a Redis broker.)"""
 
 from __future__ import annotations
@@ -12,15 +12,15 @@ import pytest
 
 from fault_server import FaultServer, run_python, timber_env
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+INTEGRATIONS = Path(__file__).resolve().parent.parent / "docs" / "integrations.md"
 
 
 def examples() -> dict[str, str]:
-    """The first python block under each ### heading of ## Integrations."""
-    text = README.read_text("utf-8")
-    section = text.split("\n## Integrations\n", 1)[1].split("\n## ", 1)[0]
+    """The first python block under each ## heading of the Integrations page."""
+    text = INTEGRATIONS.read_text("utf-8")
+    assert text.startswith("# Integrations\n")
     found = {}
-    for part in section.split("\n### ")[1:]:
+    for part in text.split("\n## ")[1:]:
         title, body = part.split("\n", 1)
         block = re.search(r"```python\n(.*?)```", body, re.S)
         if block:

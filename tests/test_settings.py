@@ -1,7 +1,8 @@
 """Options as a newcomer writes them: every wrong value is one ValueError
 naming the option and what it accepts, the same inline and from dictConfig;
 the words 'true'/'false' mean what they say; the handler's signature and the
-README's table agree with the engine's single declaration of the options."""
+configuration table (docs/configuration.md) agree with the engine's single
+declaration of the options."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import timber
 from fault_server import FaultServer
 from timber import _engine
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+CONFIGURATION = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
 BASE = {"api_key": "k", "source_id": "s", "host": "http://127.0.0.1:9"}
 
 # (option, wrong value, the start of the message a user sees)
@@ -105,9 +106,10 @@ def test_signature_defaults_are_the_engines() -> None:
             assert p.default == declared[name], name
 
 
-def test_readme_table_lists_every_option_and_only_those() -> None:
-    text = README.read_text("utf-8")
-    table = text.split("## Configuration", 1)[1].split("\n\n`handler.stats()`", 1)[0]
+def test_documented_table_lists_every_option_and_only_those() -> None:
+    text = CONFIGURATION.read_text("utf-8")
+    table = text.split("\n| option | default | meaning |\n", 1)[1]
+    table = table.split("\n\n`handler.stats()`", 1)[0]
     documented = set(re.findall(r"^\| `(\w+)`(?:, `(\w+)`)?(?:, `(\w+)`)?", table, re.M))
     names = {n for row in documented for n in row if n} - {"context", "level"}
     declared = {name for name, *_ in _engine.declared()}

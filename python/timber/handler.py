@@ -62,7 +62,7 @@ class TimberHandler(logging.Handler):
         """Every option is read and checked by the engine (``_engine.declared()``
         lists them with their defaults and environment variables); a wrong one
         raises ``ValueError`` naming it. The keyword-only options are those of
-        the README's configuration table."""
+        the configuration table of ``docs/configuration.md``."""
         # Everything is checked before logging.Handler.__init__ registers the
         # handler for logging.shutdown: a constructor that raises leaves
         # nothing half-built behind.

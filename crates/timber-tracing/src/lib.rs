@@ -30,8 +30,8 @@
 //! } // _guard dropped here: what was logged is delivered (within shutdown_timeout)
 //! ```
 //!
-//! (The README's Rust example is this one; `tests/readme.rs` keeps them
-//! the same, so the README's compiles.)
+//! (The Rust example of `docs/rust.md` and of this crate's README is this
+//! one; `tests/readme.rs` keeps them the same, so theirs compiles.)
 //!
 //! - The `message` field is the message; every other field of the event is
 //!   an extra at the frame's top level, a dotted name nesting into maps

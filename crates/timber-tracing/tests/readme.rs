@@ -1,5 +1,5 @@
-//! The Rust example of both READMEs (the repository's and the crate's own,
-//! which crates.io shows) is the crate documentation's, which rustdoc
+//! The Rust example of the repository's `docs/rust.md` and of the crate's
+//! own README (which crates.io shows) is the crate documentation's, which rustdoc
 //! compiles: so the one users copy compiles too.
 
 /// The first fenced block of `lang` in `text`, each line passed through
@@ -20,9 +20,9 @@ fn block<'t>(text: &'t str, lang: &str, line: impl Fn(&'t str) -> Option<&'t str
 }
 
 #[test]
-fn the_readme_example_is_the_compiled_one() {
+fn the_rust_page_example_is_the_compiled_one() {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
-    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let readme = std::fs::read_to_string(format!("{root}/docs/rust.md")).unwrap();
     let lib = include_str!("../src/lib.rs");
     let in_readme = block(&readme, "rust", Some);
     let in_docs = block(lib, "no_run", |l| {

@@ -286,7 +286,7 @@ pub(super) fn classify(a: &Answer, table: &str, now: SystemTime) -> Verdict {
             Verdict::Retry(wait())
         }
         Some(c) if MISSING.contains(&c) => Verdict::Reject(format!(
-            "ClickHouse has no table {table}: create it (the README has the otel_logs DDL), \
+            "ClickHouse has no table {table}: create it (docs/clickhouse.md has the otel_logs DDL), \
              pass create_table=True, or name another with table=... ({})",
             first_line()
         )),

@@ -1,6 +1,7 @@
 //! One event as one `JSONEachRow` line of the OpenTelemetry `otel_logs`
 //! table (the OpenTelemetry Collector ClickHouse exporter's layout), so that
-//! Grafana, HyperDX or SigNoz read our rows beside any OTel pipeline's.
+//! what reads that table (Grafana's ClickHouse plugin, ClickStack) finds our
+//! rows beside any OTel pipeline's. SigNoz keeps a schema of its own.
 //!
 //! Every attribute map is `Map(String, String)` there: nested extras are
 //! flattened into dotted keys (`order.id`), and values that are not strings
