@@ -304,11 +304,12 @@ pub(super) fn classify(a: &Answer, table: &str, now: SystemTime) -> Verdict {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn answer(status: u16, body: &str) -> Answer {
+    /// An answer of `status` with `body`, for the ClickHouse tests.
+    pub(in crate::destination) fn answer(status: u16, body: &str) -> Answer {
         Answer {
             status,
             body: body.as_bytes().to_vec(),

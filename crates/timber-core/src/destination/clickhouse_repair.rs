@@ -188,17 +188,10 @@ fn transient(e: &QueryError) -> bool {
 mod tests {
     use super::*;
     use crate::destination::clickhouse::endpoint;
+    use crate::destination::clickhouse::tests::answer;
     use crate::destination::Outcome;
     use crate::settings::Settings;
     use std::time::SystemTime;
-
-    fn answer(status: u16, body: &str) -> Answer {
-        Answer {
-            status,
-            body: body.as_bytes().to_vec(),
-            ..Answer::default()
-        }
-    }
 
     /// A server scripted by SQL: the answers of `DESCRIBE`, `SELECT
     /// version()` and `CREATE`, each query recorded.

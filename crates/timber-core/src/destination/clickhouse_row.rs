@@ -493,39 +493,6 @@ mod tests {
         assert!(attrs.get("user.id").is_none());
     }
 
-    struct At(Time);
-
-    impl Event for At {
-        fn time(&self) -> Time {
-            self.0
-        }
-        fn level(&self) -> &str {
-            "INFO"
-        }
-        fn message(&self) -> &str {
-            "m"
-        }
-        fn runtime(&self) -> Runtime<'_> {
-            Runtime::default()
-        }
-        fn system(&self) -> System<'_> {
-            System::default()
-        }
-        fn error(&self) -> Option<ErrorInfo> {
-            None
-        }
-        fn extra_count(&self) -> usize {
-            0
-        }
-        fn extra_name(&self, _: usize) -> &str {
-            ""
-        }
-        fn extra_is_map(&self, _: usize) -> bool {
-            false
-        }
-        fn write_extra<S: crate::encode::Sink>(&self, _: usize, _: &str, _: &mut S) {}
-    }
-
     #[test]
     fn a_time_no_time_column_holds_is_replaced_and_kept() {
         let row = RowContext {
@@ -534,7 +501,11 @@ mod tests {
         };
         let encode_at = |t: Time| {
             let mut out = Vec::new();
-            let retimed = encode(&row, &At(t), &[], &Policy::default(), &mut out, None);
+            let at = super::super::Bare {
+                time: t,
+                message: "m".into(),
+            };
+            let retimed = encode(&row, &at, &[], &Policy::default(), &mut out, None);
             (retimed, serde_json::from_slice::<J>(&out).unwrap())
         };
         let (retimed, got) = encode_at(Time::UnixMicros(-62_135_596_800_000_000));

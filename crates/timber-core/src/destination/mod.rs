@@ -408,6 +408,57 @@ pub fn display_url(url: &str) -> String {
     }
 }
 
+/// A record with a time and a message and nothing else, for the
+/// destinations' tests.
+#[cfg(test)]
+pub(super) struct Bare {
+    pub(super) time: crate::event::Time,
+    pub(super) message: String,
+}
+
+#[cfg(test)]
+impl Bare {
+    /// `message`, logged at the epoch.
+    pub(super) fn at_zero(message: impl Into<String>) -> Self {
+        Self {
+            time: crate::event::Time::UnixMicros(0),
+            message: message.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Event for Bare {
+    fn time(&self) -> crate::event::Time {
+        self.time
+    }
+    fn level(&self) -> &str {
+        "INFO"
+    }
+    fn message(&self) -> &str {
+        &self.message
+    }
+    fn runtime(&self) -> crate::record::Runtime<'_> {
+        crate::record::Runtime::default()
+    }
+    fn system(&self) -> crate::record::System<'_> {
+        crate::record::System::default()
+    }
+    fn error(&self) -> Option<crate::record::ErrorInfo> {
+        None
+    }
+    fn extra_count(&self) -> usize {
+        0
+    }
+    fn extra_name(&self, _: usize) -> &str {
+        ""
+    }
+    fn extra_is_map(&self, _: usize) -> bool {
+        false
+    }
+    fn write_extra<S: crate::encode::Sink>(&self, _: usize, _: &str, _: &mut S) {}
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -459,44 +510,15 @@ mod tests {
         );
     }
 
-    struct Big(String);
-
-    impl Event for Big {
-        fn time(&self) -> crate::event::Time {
-            crate::event::Time::UnixMicros(0)
-        }
-        fn level(&self) -> &str {
-            "INFO"
-        }
-        fn message(&self) -> &str {
-            &self.0
-        }
-        fn runtime(&self) -> crate::record::Runtime<'_> {
-            crate::record::Runtime::default()
-        }
-        fn system(&self) -> crate::record::System<'_> {
-            crate::record::System::default()
-        }
-        fn error(&self) -> Option<crate::record::ErrorInfo> {
-            None
-        }
-        fn extra_count(&self) -> usize {
-            0
-        }
-        fn extra_name(&self, _: usize) -> &str {
-            ""
-        }
-        fn extra_is_map(&self, _: usize) -> bool {
-            false
-        }
-        fn write_extra<S: crate::encode::Sink>(&self, _: usize, _: &str, _: &mut S) {}
-    }
-
     #[test]
     fn a_record_too_large_for_a_request_goes_out_cut() {
         let d = timber();
         let mut out = Vec::new();
-        d.encode(&Big("x".repeat(3 * MAX_REQUEST_BYTES)), &[], &mut out);
+        d.encode(
+            &Bare::at_zero("x".repeat(3 * MAX_REQUEST_BYTES)),
+            &[],
+            &mut out,
+        );
         assert!(out.len() + MAX_ARRAY_HEADER <= MAX_REQUEST_BYTES);
         let text = String::from_utf8_lossy(&out);
         assert!(
@@ -504,7 +526,7 @@ mod tests {
             "{}",
             &text[..100]
         );
-        d.encode(&Big("small".into()), &[], &mut out);
+        d.encode(&Bare::at_zero("small"), &[], &mut out);
         assert!(String::from_utf8_lossy(&out).contains("small"));
     }
 
